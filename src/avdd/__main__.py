@@ -1,0 +1,5 @@
+import sys
+
+from avdd.cli import main
+
+sys.exit(main())
