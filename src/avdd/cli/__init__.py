@@ -1,0 +1,44 @@
+"""The ``avdd`` command line: parses, calls the library, prints. ``main(argv)`` returns the exit code.
+
+Each verb lives in its own module exposing ``add_parser(verbs, common)``; a verb's parser sets
+``handler`` (a function of the parsed arguments returning an exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from avdd.cli import data, demo
+from avdd.errors import AvddError
+
+VERB_MODULES = (data, demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from avdd import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="avdd",
+        description="Audio-visual dataset distillation: prepare data, distill, evaluate, report.",
+    )
+    parser.add_argument("--version", action="version", version=f"avdd {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress bars or logs")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for module in VERB_MODULES:
+        module.add_parser(verbs, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except AvddError as err:
+        print(f"avdd: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("avdd: interrupted", file=sys.stderr)
+        return 130

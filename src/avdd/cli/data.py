@@ -1,0 +1,85 @@
+"""``avdd data list|build|info``: the datasets avdd knows and the stores it builds."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from avdd.data.sources import DATASETS
+from avdd.data.store import array_file, open_store
+
+
+def format_bytes(n: float) -> str:
+    if n < 1024:
+        return f"{int(n)} B"
+    for unit in ("KB", "MB", "GB"):
+        n /= 1024
+        if n < 1024 or unit == "GB":
+            break
+    return f"{n:.1f} {unit}"
+
+
+def describe_store(path: Path) -> str:
+    """A human-readable summary of a store: classes, counts, shapes, sizes."""
+    store = open_store(path)
+    lines = [f"{store.name}  ({path})"]
+    names = store.class_names
+    shown = ", ".join(names[:12]) + (f", … ({len(names)} in all)" if len(names) > 12 else "")
+    lines.append(f"  classes   {store.num_classes}: {shown}")
+    for split, size in store.split_sizes.items():
+        counts = store.split(split).class_counts()
+        lines.append(f"  {split:<9} {size} samples (per class {min(counts)}–{max(counts)})")
+    for m, spec in store.modalities.items():
+        nbytes = sum((path / array_file(s, m)).stat().st_size for s in store.split_sizes)
+        shape = "(" + ",".join(str(d) for d in spec.shape) + ")"
+        lines.append(f"  {m:<9} {shape} {spec.dtype}, {format_bytes(nbytes)} on disk")
+    prov = store.provenance
+    keys = [k for k in ("source", "method", "ipc", "seed", "code_version") if k in prov]
+    if keys:
+        lines.append("  provenance " + ", ".join(f"{k}={prov[k]}" for k in keys))
+    return "\n".join(lines)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    for name in DATASETS.names():
+        print(f"{name:<12} {DATASETS.get(name).summary}")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    source = DATASETS.get(args.dataset)
+    options = {opt.name: getattr(args, opt.name) for opt in source.options}
+    source.build(args.out, overwrite=args.overwrite, progress=not args.quiet, **options)
+    print(describe_store(args.out))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    print(describe_store(args.store))
+    return 0
+
+
+def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    data = verbs.add_parser("data", help="build and inspect dataset stores")
+    actions = data.add_subparsers(dest="data_verb", required=True, metavar="ACTION")
+    p = actions.add_parser("list", parents=[common], help="list the datasets avdd can build")
+    p.set_defaults(handler=cmd_list)
+
+    build = actions.add_parser("build", help="build a known dataset into a store",
+                               epilog="example: avdd data build avdigits --out data/avdigits")
+    per_dataset = build.add_subparsers(dest="dataset", required=True, metavar="DATASET")
+    for name in DATASETS.names():
+        source = DATASETS.get(name)
+        p = per_dataset.add_parser(name, parents=[common], help=source.summary, description=source.summary)
+        p.add_argument("--out", required=True, type=Path, help="store directory to create")
+        p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+        for opt in source.options:
+            help_text = opt.help if opt.default is None else f"{opt.help} (default: {opt.default})"
+            p.add_argument("--" + opt.name.replace("_", "-"), dest=opt.name, type=opt.type,
+                           default=opt.default, choices=opt.choices, help=help_text)
+        p.set_defaults(handler=cmd_build)
+
+    p = actions.add_parser("info", parents=[common], help="show a store's classes, counts, shapes, sizes",
+                           epilog="example: avdd data info data/avdigits")
+    p.add_argument("store", type=Path, help="store directory (a dataset or a distilled set)")
+    p.set_defaults(handler=cmd_info)
