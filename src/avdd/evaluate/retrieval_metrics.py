@@ -1,13 +1,17 @@
 """Cross-modal retrieval metrics: the rank of each query's true partner, R@K and median rank.
 
 Query i's partner is target i. Similarity is cosine. Ties count against the query:
-rank = 1 + number of other targets scoring ≥ the partner. Queries are processed in chunks, so no
+rank = 1 + number of other targets scoring ≥ the partner. A matrix product may round identical
+targets' scores differently in the last bit (BLAS kernels order sums by column position), so
+scores within ``TIE_TOLERANCE`` of the partner's count as ties. Queries are processed in chunks, so no
 more than one (chunk × K) similarity block exists at a time (never more than one K × K matrix).
 """
 
 from __future__ import annotations
 
 import torch
+
+TIE_TOLERANCE = 1e-12  # cosine similarities are computed in float64
 
 
 def partner_ranks(queries: torch.Tensor, targets: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
@@ -21,7 +25,7 @@ def partner_ranks(queries: torch.Tensor, targets: torch.Tensor, chunk: int = 102
         sims = q[start : start + chunk] @ t.T
         rows = torch.arange(sims.shape[0])
         partner = sims[rows, start + rows]
-        at_least = (sims >= partner[:, None]).sum(dim=1)  # counts the partner itself once
+        at_least = (sims >= partner[:, None] - TIE_TOLERANCE).sum(dim=1)  # counts the partner itself once
         ranks.append(at_least)
     return torch.cat(ranks).long()
 
