@@ -1,0 +1,98 @@
+"""What every distillation method returns, how it is saved, and the method registry.
+
+A distilled set is itself a store (train split only), so every command that takes a dataset takes
+a distilled set. Synthetic values are saved in the source store's units (frames on the 0..255
+scale, spectrograms in dB) as float32, unclipped, with the source's normalisation constants, so
+loading normalises them back exactly as real data; coreset selections keep the source dtype.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from avdd import __version__
+from avdd.data.store import Split, Store, write_store
+from avdd.registry import Registry
+
+
+@dataclass
+class SyntheticSet:
+    """Stored samples per modality (in the source's stored units), their labels, and how to use them.
+
+    ``factor``: each stored sample holds 2×2 tiles that train as 4 samples (see distill/factor.py).
+    """
+
+    data: dict[str, torch.Tensor]
+    labels: torch.Tensor
+    factor: bool = False
+    details: dict[str, Any] = field(default_factory=dict)  # method-specific provenance
+
+
+class Method(Protocol):
+    """A distillation method: real training split in, synthetic set out."""
+
+    def __call__(
+        self,
+        train: Split,
+        *,
+        modalities: Sequence[str],
+        ipc: int,
+        seed: int,
+        device: torch.device,
+        progress: bool,
+        **settings: Any,
+    ) -> SyntheticSet: ...
+
+
+METHODS: Registry[Method] = Registry("method")
+
+
+def code_version() -> str:
+    """avdd's version, plus the git commit when running from a checkout."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+            text=True, timeout=5, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+    return f"{__version__}+g{commit}"
+
+
+def save_synthetic(
+    synthetic: SyntheticSet,
+    out: str | Path,
+    source: Store,
+    *,
+    provenance: Mapping[str, Any],
+    overwrite: bool = False,
+) -> Store:
+    """Write ``synthetic`` as a train-only store with ``provenance`` (method, settings, seed, …)."""
+    modalities = {}
+    arrays: dict[str, np.ndarray] = {"labels": synthetic.labels.cpu().numpy().astype(np.int64)}
+    for m, x in synthetic.data.items():
+        spec = source.modalities[m]
+        array = x.detach().cpu().numpy()
+        if array.dtype != np.dtype(spec.dtype):
+            array = array.astype(np.float32)
+            spec = replace(spec, dtype="float32")
+        modalities[m] = spec
+        arrays[m] = array
+    meta_provenance = {
+        **provenance,
+        "factor": synthetic.factor,
+        "source_dataset": {"name": source.name, "path": str(source.path)},
+        "code_version": code_version(),
+        **synthetic.details,
+    }
+    return write_store(
+        out, name=f"{source.name}-{provenance.get('method', 'distilled')}", class_names=source.class_names,
+        modalities=modalities, splits={"train": arrays}, provenance=meta_provenance, overwrite=overwrite,
+    )
