@@ -13,15 +13,17 @@ from avdd.data.store import Split
 def load_batch(
     split: Split, indices: np.ndarray, modalities: Sequence[str], device: torch.device | str
 ) -> dict[str, torch.Tensor]:
-    """Read samples ``indices`` of ``split`` and normalise them on ``device``.
+    """Read samples ``indices`` of ``split`` (in that order) and normalise them on ``device``.
 
     The stored dtype (uint8 frames, float16 spectrograms) travels to the device unchanged;
     conversion to float32 happens there.
     """
-    order = np.sort(np.asarray(indices))  # sorted reads are sequential on a memory map
+    indices = np.asarray(indices)
+    order = np.argsort(indices, kind="stable")  # sorted reads are sequential on a memory map
+    restore = torch.from_numpy(np.argsort(order, kind="stable"))
     out = {}
     for m in modalities:
-        stored = torch.from_numpy(np.ascontiguousarray(split.arrays[m][order]))
+        stored = torch.from_numpy(np.ascontiguousarray(split.arrays[m][indices[order]]))[restore]
         out[m] = split.store.modalities[m].normalise(stored.to(device, non_blocking=True))
     return out
 
