@@ -47,3 +47,16 @@ def test_differences_are_listed():
     check_resumable(Path("ck.pt"), saved, dict(saved))  # same configuration: accepted
     with pytest.raises(AvddError, match="ck.pt: cannot resume.*ipc: checkpoint has 1, now 10"):
         check_resumable(Path("ck.pt"), saved, current)
+
+
+def test_interrupt_is_deferred_to_the_end_of_the_block():
+    import os
+    import signal
+
+    from avdd.distill.checkpoint import interrupts_deferred
+
+    finished = False
+    with pytest.raises(KeyboardInterrupt), interrupts_deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        finished = True  # the block still runs to its end
+    assert finished
