@@ -69,24 +69,6 @@ def resize_frame(rgb: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
     return x[0].round().clamp(0, 255).to(torch.uint8).numpy()
 
 
-def frame_at(path: str | Path, time: float, size: tuple[int, int] | None = None) -> np.ndarray:
-    """The frame on screen at ``time`` (seconds), found by seeking; (3, H, W) uint8.
-
-    Independent of :func:`decode_clip`'s single pass, so each can check the other.
-    """
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        container.seek(int(time / stream.time_base), stream=stream, backward=True)
-        shown = None
-        for frame in container.decode(stream):
-            if frame.time is not None and frame.time > time:
-                break
-            shown = frame
-        if shown is None:
-            raise ValueError(f"{path}: no frame at {time} s")
-        return resize_frame(shown.to_ndarray(format="rgb24"), size)
-
-
 class _Pass:
     """State of one front-to-back decode: chosen frames per second and the mono waveform."""
 
