@@ -242,7 +242,8 @@ def _assemble(
         "audio": ModalitySpec(SPECTROGRAM_SHAPE, "float16", (mean,), (std,)),
         "frame": ModalitySpec((3, image_size, image_size), "uint8", FRAME_MEAN, FRAME_STD, scale=1 / 255),
     }
-    splits = _ordered_splits(set(sizes))
+    # a split whose every sample was skipped is left out rather than stored empty
+    splits = _ordered_splits({s for s, n in sizes.items() if n})
     provenance = {
         **provenance,
         "clips": len(clips.clips),
@@ -258,6 +259,8 @@ def _assemble(
         for i, clip in enumerate(clips.clips):
             result = _load(_result_path(results, i), "seconds", "frame", "audio")
             n, at = len(result["seconds"]), filled[clip.split]
+            if n == 0:
+                continue
             writer.labels(clip.split)[at : at + n] = label_ids[clip.label]
             writer.array(clip.split, "frame")[at : at + n] = result["frame"]
             writer.array(clip.split, "audio")[at : at + n] = result["audio"]
