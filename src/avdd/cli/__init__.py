@@ -10,10 +10,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from avdd.cli import data, demo
+from avdd.cli import data, demo, prepare
 from avdd.errors import AvddError
 
-VERB_MODULES = (data, demo)
+VERB_MODULES = (data, demo, prepare)
 
 
 def build_parser() -> argparse.ArgumentParser:

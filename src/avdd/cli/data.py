@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
-from avdd.data.sources import DATASETS
+from avdd.data.sources import DATASETS, Option
 from avdd.data.store import array_file, open_store
 
 
@@ -38,6 +39,19 @@ def describe_store(path: Path) -> str:
     if keys:
         lines.append("  provenance " + ", ".join(f"{k}={prov[k]}" for k in keys))
     return "\n".join(lines)
+
+
+def add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> None:
+    """One ``--flag`` per source option; booleans become switches."""
+    for opt in options:
+        flag = "--" + opt.name.replace("_", "-")
+        if opt.type is bool:
+            parser.add_argument(flag, dest=opt.name, action="store_true", help=opt.help)
+            continue
+        shown = opt.default is None or opt.required
+        help_text = opt.help if shown else f"{opt.help} (default: {opt.default})"
+        parser.add_argument(flag, dest=opt.name, type=opt.type, default=opt.default, choices=opt.choices,
+                            required=opt.required, help=help_text)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -73,10 +87,7 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
         p = per_dataset.add_parser(name, parents=[common], help=source.summary, description=source.summary)
         p.add_argument("--out", required=True, type=Path, help="store directory to create")
         p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-        for opt in source.options:
-            help_text = opt.help if opt.default is None else f"{opt.help} (default: {opt.default})"
-            p.add_argument("--" + opt.name.replace("_", "-"), dest=opt.name, type=opt.type,
-                           default=opt.default, choices=opt.choices, help=help_text)
+        add_options(p, source.options)
         p.set_defaults(handler=cmd_build)
 
     p = actions.add_parser("info", parents=[common], help="show a store's classes, counts, shapes, sizes",

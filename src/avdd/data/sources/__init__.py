@@ -1,4 +1,5 @@
-"""Known datasets, one module each, registered by name in :data:`DATASETS`."""
+"""Known datasets, one module each: built-in ones in :data:`DATASETS` (``avdd data build``), raw
+ones a user fetched in :data:`PREPARE_SOURCES` (``avdd prepare``)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ class Option:
     default: Any
     help: str
     choices: tuple[Any, ...] | None = None
+    required: bool = False
 
 
 @dataclass(frozen=True)
@@ -32,12 +34,24 @@ class DatasetSource:
 
 
 DATASETS: Registry[DatasetSource] = Registry("dataset")
+# Sources of `avdd prepare`: raw data the user fetched (videos, the authors' .pt files) -> store.
+PREPARE_SOURCES: Registry[DatasetSource] = Registry("prepare source")
 
 
 def _register_builtin() -> None:
-    from avdd.data.sources import avdigits  # noqa: F401  (registers itself)
+    # each module registers itself
+    from avdd.data.sources import (  # noqa: F401
+        avdigits,
+        ave,
+        csvfile,
+        folder,
+        music21,
+        reference_pt,
+        vggs10k,
+        vggsound,
+    )
 
 
 _register_builtin()
 
-__all__ = ["DATASETS", "DatasetSource", "Option"]
+__all__ = ["DATASETS", "PREPARE_SOURCES", "DatasetSource", "Option"]
