@@ -10,10 +10,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from avdd.cli import data, demo
+from avdd.cli import data, demo, evaluate
 from avdd.errors import AvddError
 
-VERB_MODULES = (data, demo)
+VERB_MODULES = (data, demo, evaluate)
 
 
 def build_parser() -> argparse.ArgumentParser:
