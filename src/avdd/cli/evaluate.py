@@ -10,14 +10,13 @@ from avdd.evaluate.recognition import EvalConfig, evaluate_recognition
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    defaults = EvalConfig()
     config = EvalConfig(
         modalities=tuple(m.strip() for m in args.modalities.split(",") if m.strip()),
         fusion=args.fusion,
         num_eval=args.num_eval,
         epochs=args.epochs,
         batch_size=args.batch_size,
-        lr_step=args.lr_step if args.lr_step is not None else defaults.lr_step,
+        lr_step=args.lr_step,
         dsa=not args.no_dsa,
         seed=args.seed,
     )
@@ -47,8 +46,8 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--num-eval", type=int, default=d.num_eval, help="networks to train (default: %(default)s)")
     p.add_argument("--epochs", type=int, default=d.epochs, help="default: %(default)s")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="default: %(default)s")
-    p.add_argument("--lr-step", type=int, default=None,
-                   help=f"epochs between ×{d.lr_gamma} learning-rate decays (default: {d.lr_step})")
+    p.add_argument("--lr-step", type=int, default=d.lr_step,
+                   help=f"epochs between ×{d.lr_gamma} learning-rate decays (default: %(default)s)")
     p.add_argument("--no-dsa", action="store_true", help="train without differentiable augmentation")
     p.add_argument("--seed", type=int, default=d.seed, help="default: %(default)s")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: %(default)s)")

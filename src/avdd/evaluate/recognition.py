@@ -229,7 +229,7 @@ def train_network(
 
 
 @torch.no_grad()
-def test_accuracy(
+def accuracy_on(
     model: AVClassifier, split: Split, modalities: Sequence[str], device: torch.device,
     batch_size: int, memory_format: torch.memory_format = torch.contiguous_format,
 ) -> float:
@@ -287,7 +287,7 @@ def evaluate_recognition(
                     raise AvddError(f"training diverged (loss {loss}) on network {run + 1}")
 
             train_network(model, inputs, labels, config, generators, on_epoch)
-            runs.append(test_accuracy(model, test_split, config.modalities, device,
+            runs.append(accuracy_on(model, test_split, config.modalities, device,
                                       config.test_batch_size, memory_format))
             seconds.append(time.perf_counter() - start)
             bar.set_postfix(net=f"{run + 1}/{config.num_eval}", acc=f"{runs[-1]:.3f}")

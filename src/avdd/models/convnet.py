@@ -7,7 +7,7 @@ same size (``width * grid**2``), which the cross-modal distillation terms need t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -36,7 +36,7 @@ POOLINGS: dict[str, Callable[[], nn.Module]] = {
 }
 
 
-def _choose(table: dict, kind: str, name: str):
+def _choose(table: Mapping[str, Callable[..., nn.Module]], kind: str, name: str) -> Callable[..., nn.Module]:
     if name not in table:
         raise AvddError(f"unknown {kind} {name!r}; known: {', '.join(sorted(table))}")
     return table[name]
