@@ -1,13 +1,17 @@
-"""Shared fixtures. Tests that need the shared real data read it from $AVDD_DATA and fail without it."""
+"""Shared fixtures. Tests that need the shared real data read it from $AVDD_DATA and fail without it.
+
+Tiny stores are built from structured random arrays: each class has its own mean pattern, so a
+small network can learn them in a few steps."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from avdd.data.store import Store
+from avdd.data.store import ModalitySpec, Store, write_store
 
 
 @pytest.fixture(scope="session")
@@ -24,3 +28,52 @@ def avdigits(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Store
     from avdd.data.sources.avdigits import build_avdigits
 
     return build_avdigits(tmp_path_factory.mktemp("avdigits") / "store", progress=False, data_root=str(data_root))
+
+
+TINY_SHAPES = {"audio": (1, 16, 12), "frame": (3, 8, 8)}
+TINY_SPECS = {
+    "audio": ModalitySpec(shape=TINY_SHAPES["audio"], dtype="float16", mean=(0.0,), std=(1.0,)),
+    "frame": ModalitySpec(shape=TINY_SHAPES["frame"], dtype="uint8", mean=(0.5,), std=(0.25,), scale=1 / 255),
+}
+
+
+def tiny_arrays(num_classes: int, per_class: int, rng: np.random.Generator,
+                patterns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    labels = np.repeat(np.arange(num_classes), per_class)
+    rng.shuffle(labels)
+    audio = patterns["audio"][labels] + 0.5 * rng.standard_normal((len(labels), *TINY_SHAPES["audio"]))
+    frame = patterns["frame"][labels] + 30 * rng.standard_normal((len(labels), *TINY_SHAPES["frame"]))
+    return {"labels": labels, "audio": audio.astype(np.float16), "frame": np.clip(frame, 0, 255).astype(np.uint8)}
+
+
+def make_tiny_store(
+    path: Path,
+    *,
+    num_classes: int = 3,
+    train_per_class: int = 12,
+    test_per_class: int = 6,
+    seed: int = 0,
+    class_names: list[str] | None = None,
+    specs: dict[str, ModalitySpec] | None = None,
+    provenance: dict | None = None,
+    splits: tuple[str, ...] = ("train", "test"),
+) -> Store:
+    rng = np.random.default_rng(seed)
+    patterns = {
+        "audio": 2.0 * rng.standard_normal((num_classes, *TINY_SHAPES["audio"])),
+        "frame": rng.uniform(40, 215, (num_classes, *TINY_SHAPES["frame"])),
+    }
+    sizes = {"train": train_per_class, "test": test_per_class}
+    return write_store(
+        path,
+        name="tiny",
+        class_names=class_names or [f"c{i}" for i in range(num_classes)],
+        modalities=specs or TINY_SPECS,
+        splits={s: tiny_arrays(num_classes, sizes[s], rng, patterns) for s in splits},
+        provenance=provenance,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    return make_tiny_store(tmp_path_factory.mktemp("stores") / "tiny")

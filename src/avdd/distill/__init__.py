@@ -1,0 +1,1 @@
+"""Distillation methods and the parametrisations of synthetic sets."""

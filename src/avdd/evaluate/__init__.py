@@ -1,0 +1,1 @@
+"""Evaluation of a training set (real or distilled) on real test data."""

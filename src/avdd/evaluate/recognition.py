@@ -1,0 +1,294 @@
+"""The recognition protocol: train fresh networks on a training set, test them on real data.
+
+The training set is the train split of a store: a real dataset (the "whole data" upper bound) or
+a distilled set. It is small by construction, so it is loaded to the device once as normalised
+float; the (possibly large) real test split is read in memory-mapped chunks. Accuracy is reported
+per network and as mean ± population standard deviation (``numpy.std``, ddof=0, as in the DC/DM
+reference code).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from avdd.data.augment import DSA, REFERENCE_STRATEGY
+from avdd.data.sampler import load_batch
+from avdd.data.store import Split, Store, open_store
+from avdd.distill.factor import FACTOR, expand_factor
+from avdd.errors import AvddError
+from avdd.models.fusion import FUSION_HEADS, AVClassifier, build_classifier, fusion_loss
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """The protocol's settings; defaults are the reference protocol (DESIGN.md)."""
+
+    modalities: tuple[str, ...] = ("audio", "frame")
+    fusion: str = "ensemble"
+    encoder: str = "convnet"
+    width: int = 128
+    norm: str = "instance"
+    activation: str = "relu"
+    pooling: str = "avg"
+    grid: int = 7
+    num_eval: int = 5
+    epochs: int = 30
+    batch_size: int = 32
+    lr_head: float = 1e-3
+    lr_encoder: Mapping[str, float] = field(default_factory=lambda: {"audio": 1e-3, "frame": 1e-4})
+    lr_encoder_default: float = 1e-3  # for modalities not named in lr_encoder
+    lr_step: int = 10  # epochs between learning-rate decays
+    lr_gamma: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 1e-4
+    dsa: bool = True
+    dsa_strategy: str = REFERENCE_STRATEGY
+    test_batch_size: int = 500
+    channels_last: bool = True  # measured ~2.9x faster ConvNet training on CPU (benchmarks/encoder_speed.py)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        positive = ("num_eval", "epochs", "batch_size", "lr_step", "test_batch_size")
+        bad = [f"{name}={getattr(self, name)}" for name in positive if getattr(self, name) < 1]
+        if bad:
+            raise AvddError(f"evaluation settings must be positive: {', '.join(bad)}")
+        if not self.modalities or len(set(self.modalities)) != len(self.modalities):
+            raise AvddError(f"modalities must be distinct and not empty, got {list(self.modalities)}")
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        return {**data, "modalities": list(self.modalities), "betas": list(self.betas),
+                "lr_encoder": dict(self.lr_encoder)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> EvalConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise AvddError(f"unknown evaluation settings: {', '.join(unknown)}")
+        values = dict(data)
+        for name in ("modalities", "betas"):
+            if name in values:
+                values[name] = tuple(values[name])
+        return cls(**values)
+
+    def encoder_lr(self, modality: str) -> float:
+        return float(self.lr_encoder.get(modality, self.lr_encoder_default))
+
+
+def summarise(runs: Sequence[float]) -> tuple[float, float]:
+    """Mean and population standard deviation (ddof=0) of the per-network accuracies."""
+    values = np.asarray(runs, dtype=np.float64)
+    return float(values.mean()), float(values.std())
+
+
+@dataclass
+class RecognitionResult:
+    config: EvalConfig
+    train: str
+    test: str
+    train_samples: int  # after factor expansion
+    runs: list[float]  # test accuracy of each network, in [0, 1]
+    seconds: list[float]  # training + test time of each network
+
+    @property
+    def mean(self) -> float:
+        return summarise(self.runs)[0]
+
+    @property
+    def std(self) -> float:
+        return summarise(self.runs)[1]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "accuracy": {"mean": self.mean, "std": self.std, "std_kind": "population", "runs": list(self.runs)},
+            "modalities": list(self.config.modalities),
+            "fusion": self.config.fusion,
+            "train": self.train,
+            "test": self.test,
+            "train_samples": self.train_samples,
+            "seconds": list(self.seconds),
+            "config": self.config.to_json(),
+        }
+
+
+def check_compatible(train: Store, test: Store, modalities: Sequence[str]) -> None:
+    """Both stores have every modality, with the same per-sample shapes, and the same classes."""
+    for store in (train, test):
+        missing = [m for m in modalities if m not in store.modalities]
+        if missing:
+            raise AvddError(f"{store.path}: no modality {', '.join(map(repr, missing))} "
+                            f"(it has: {', '.join(store.modalities)})")
+    if train.class_names != test.class_names:
+        raise AvddError(f"{train.path} and {test.path} have different classes "
+                        f"({train.num_classes} vs {test.num_classes}, or in another order)")
+    for m in modalities:
+        a, b = train.modalities[m].shape, test.modalities[m].shape
+        if a != b:
+            raise AvddError(f"modality {m!r} has shape {list(a)} in {train.path} but {list(b)} in {test.path}")
+
+
+def factor_of(store: Store) -> int:
+    """Tiles per side of a factorised set (``provenance.factor``: true -> 2, or an integer), else 1."""
+    factor = store.provenance.get("factor", False)
+    if factor is True:
+        return FACTOR
+    if factor is False or factor is None:
+        return 1
+    if isinstance(factor, int) and factor >= 1:
+        return factor
+    raise AvddError(f"{store.path}: provenance.factor must be true, false or a positive integer, got {factor!r}")
+
+
+def load_training_set(
+    store: Store, modalities: Sequence[str], device: torch.device
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """The whole train split on ``device`` as normalised float, factor-decoded, checked finite."""
+    split = store.split("train")
+    if len(split) == 0:
+        raise AvddError(f"{store.path}: the train split is empty")
+    index = np.arange(len(split))
+    inputs = load_batch(split, index, modalities, device)
+    for m, x in inputs.items():
+        if not torch.isfinite(x).all():
+            bad = int((~torch.isfinite(x)).flatten(1).any(1).sum())
+            raise AvddError(f"{store.path}: {bad} training sample(s) of modality {m!r} contain NaN or Inf")
+    labels = torch.from_numpy(np.asarray(split.labels[index])).to(device)
+    factor = factor_of(store)
+    return expand_factor(inputs, labels, factor) if factor > 1 else (inputs, labels)
+
+
+def resolve_device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise AvddError(f"unknown device {name!r} (try cpu or cuda)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise AvddError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+    return device
+
+
+def network_generators(seed: int, run: int, device: torch.device) -> dict[str, torch.Generator]:
+    """Independent generators for one network's init, batch order and augmentation.
+
+    Derived from (seed, run) alone, so network ``run`` is the same whatever ``num_eval`` is.
+    """
+    init, batches, augment = np.random.SeedSequence(seed, spawn_key=(run,)).generate_state(3).tolist()
+    return {
+        "init": torch.Generator().manual_seed(init),
+        "batches": torch.Generator().manual_seed(batches),
+        "augment": torch.Generator(device=device).manual_seed(augment),
+    }
+
+
+def make_optimizer(model: AVClassifier, config: EvalConfig) -> torch.optim.Adam:
+    groups = [{"params": model.encoders[m].parameters(), "lr": config.encoder_lr(m)} for m in model.modalities]
+    groups.append({"params": model.head.parameters(), "lr": config.lr_head})
+    return torch.optim.Adam(groups, betas=config.betas, weight_decay=config.weight_decay)
+
+
+def train_network(
+    model: AVClassifier,
+    inputs: Mapping[str, torch.Tensor],
+    labels: torch.Tensor,
+    config: EvalConfig,
+    generators: Mapping[str, torch.Generator],
+    on_epoch: Callable[[float], None] = lambda loss: None,
+) -> AVClassifier:
+    """Adam with step decay, shuffled mini-batches, DSA per sample; ``on_epoch(mean loss)``."""
+    optimizer = make_optimizer(model, config)
+    schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step, gamma=config.lr_gamma)
+    dsa = DSA(config.dsa_strategy) if config.dsa else None
+    n = len(labels)
+    model.train()
+    for _ in range(config.epochs):
+        order = torch.randperm(n, generator=generators["batches"]).to(labels.device)
+        total = 0.0
+        for start in range(0, n, config.batch_size):
+            index = order[start : start + config.batch_size]
+            batch = {m: x[index] for m, x in inputs.items()}
+            if dsa is not None:
+                batch = {m: dsa(x, generators["augment"]) for m, x in batch.items()}
+            loss = fusion_loss(model(batch), labels[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(index)
+        schedule.step()
+        on_epoch(total / n)
+    return model
+
+
+@torch.no_grad()
+def accuracy_on(
+    model: AVClassifier, split: Split, modalities: Sequence[str], device: torch.device,
+    batch_size: int, memory_format: torch.memory_format = torch.contiguous_format,
+) -> float:
+    """Fraction of ``split`` classified correctly, read in memory-mapped chunks."""
+    model.eval()
+    correct = 0
+    for start in range(0, len(split), batch_size):
+        index = np.arange(start, min(start + batch_size, len(split)))
+        batch = {m: x.contiguous(memory_format=memory_format)
+                 for m, x in load_batch(split, index, modalities, device).items()}
+        labels = torch.from_numpy(np.asarray(split.labels[index])).to(device)
+        correct += int((model.predict_proba(batch).argmax(dim=1) == labels).sum())
+    return correct / len(split)
+
+
+def evaluate_recognition(
+    train: str | Path | Store,
+    test: str | Path | Store,
+    config: EvalConfig = EvalConfig(),
+    *,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> RecognitionResult:
+    """Train ``config.num_eval`` fresh networks on ``train``'s train split; test each on ``test``'s
+    test split."""
+    FUSION_HEADS.get(config.fusion)  # fail on an unknown head before any loading
+    device = resolve_device(str(device))
+    train_store = train if isinstance(train, Store) else open_store(train)
+    test_store = test if isinstance(test, Store) else open_store(test)
+    check_compatible(train_store, test_store, config.modalities)
+    test_split = test_store.split("test")
+    inputs, labels = load_training_set(train_store, config.modalities, device)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    inputs = {m: x.contiguous(memory_format=memory_format) for m, x in inputs.items()}
+    shapes = {m: train_store.modalities[m].shape for m in config.modalities}
+
+    runs: list[float] = []
+    seconds: list[float] = []
+    bar = tqdm(total=config.num_eval * config.epochs, disable=not progress, unit="epoch",
+               desc=f"{'+'.join(config.modalities)} {config.fusion}")
+    with bar:
+        for run in range(config.num_eval):
+            start = time.perf_counter()
+            generators = network_generators(config.seed, run, device)
+            model = build_classifier(
+                shapes, train_store.num_classes, fusion=config.fusion, encoder=config.encoder,
+                generator=generators["init"], width=config.width, norm=config.norm,
+                activation=config.activation, pooling=config.pooling, grid=config.grid,
+            ).to(device=device, memory_format=memory_format)
+
+            def on_epoch(loss: float, run: int = run) -> None:
+                bar.set_postfix(net=f"{run + 1}/{config.num_eval}", loss=f"{loss:.3f}")
+                bar.update()
+                if not math.isfinite(loss):
+                    raise AvddError(f"training diverged (loss {loss}) on network {run + 1}")
+
+            train_network(model, inputs, labels, config, generators, on_epoch)
+            runs.append(accuracy_on(model, test_split, config.modalities, device,
+                                      config.test_batch_size, memory_format))
+            seconds.append(time.perf_counter() - start)
+            bar.set_postfix(net=f"{run + 1}/{config.num_eval}", acc=f"{runs[-1]:.3f}")
+    return RecognitionResult(config, str(train_store.path), str(test_store.path), len(labels), runs, seconds)

@@ -1,0 +1,1 @@
+"""Encoders, fusion heads and the classifier that combines them."""

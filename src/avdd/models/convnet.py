@@ -1,0 +1,104 @@
+"""The ConvNet encoder of the DC/DM/AVDD line of work, and its reference configuration per input.
+
+Each layer is conv3x3 -> norm -> activation -> pool(2); a final adaptive average pool brings any
+input to a fixed ``grid x grid`` map, so encoders of different modalities emit features of the
+same size (``width * grid**2``), which the cross-modal distillation terms need to add them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from avdd.errors import AvddError
+from avdd.registry import Registry
+
+NORMS: dict[str, Callable[[int], nn.Module]] = {
+    # instance norm as in the reference: GroupNorm with one group per channel, affine
+    "instance": lambda c: nn.GroupNorm(c, c, affine=True),
+    "batch": nn.BatchNorm2d,
+    "layer": lambda c: nn.GroupNorm(1, c, affine=True),
+    "none": lambda c: nn.Identity(),
+}
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "leakyrelu": lambda: nn.LeakyReLU(0.01),
+    "sigmoid": nn.Sigmoid,
+    "gelu": nn.GELU,
+}
+POOLINGS: dict[str, Callable[[], nn.Module]] = {
+    "avg": lambda: nn.AvgPool2d(2, 2),
+    "max": lambda: nn.MaxPool2d(2, 2),
+    "none": nn.Identity,
+}
+
+
+def _choose(table: Mapping[str, Callable[..., nn.Module]], kind: str, name: str) -> Callable[..., nn.Module]:
+    if name not in table:
+        raise AvddError(f"unknown {kind} {name!r}; known: {', '.join(sorted(table))}")
+    return table[name]
+
+
+@dataclass(frozen=True)
+class ConvNetConfig:
+    in_channels: int
+    width: int = 128
+    depth: int = 3
+    norm: str = "instance"
+    activation: str = "relu"
+    pooling: str = "avg"
+    grid: int = 7
+
+    @property
+    def feature_dim(self) -> int:
+        return self.width * self.grid * self.grid
+
+
+class ConvNet(nn.Module):
+    """Maps (N, C, H, W) to flattened (N, width * grid**2) features."""
+
+    def __init__(self, config: ConvNetConfig) -> None:
+        super().__init__()
+        norm = _choose(NORMS, "normalisation", config.norm)
+        act = _choose(ACTIVATIONS, "activation", config.activation)
+        pool = _choose(POOLINGS, "pooling", config.pooling)
+        layers: list[nn.Module] = []
+        channels = config.in_channels
+        for _ in range(config.depth):
+            layers += [nn.Conv2d(channels, config.width, 3, padding=1), norm(config.width), act(), pool()]
+            channels = config.width
+        self.config = config
+        self.features = nn.Sequential(*layers)
+        self.grid_pool = nn.AdaptiveAvgPool2d(config.grid)
+        self.feature_dim = config.feature_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.grid_pool(self.features(x)).flatten(1)
+
+
+ENCODERS: Registry[Callable[[ConvNetConfig], nn.Module]] = Registry("encoder")
+ENCODERS.add("convnet", ConvNet)
+
+
+def depth_for(spatial: Sequence[int], grid: int = 7) -> int:
+    """Number of halvings before the smaller side would drop below ``grid`` (at least one layer).
+
+    Gives the reference depths: 3 on 128x56 spectrograms, 5 on 224x224 frames, and 2 on 28x28.
+    """
+    side, depth = min(spatial), 0
+    while side // 2 >= grid:
+        side //= 2
+        depth += 1
+    return max(depth, 1)
+
+
+def reference_config(shape: Sequence[int], **overrides: object) -> ConvNetConfig:
+    """The reference encoder for per-sample ``shape`` (C, H, W); ``overrides`` replace fields."""
+    if len(shape) != 3:
+        raise AvddError(f"the ConvNet encoder needs (C, H, W) inputs, got shape {tuple(shape)}")
+    grid = int(overrides.get("grid", ConvNetConfig.grid))  # type: ignore[arg-type]
+    base = ConvNetConfig(in_channels=int(shape[0]), depth=depth_for(shape[1:], grid))
+    return replace(base, **overrides)
