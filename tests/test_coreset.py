@@ -3,7 +3,8 @@ import itertools
 import numpy as np
 import torch
 
-from avdd.distill.coreset import covering_radius, herding_order, joint_embedding, kcenter_order
+from avdd.distill.coreset import covering_radius, herding_order, kcenter_order
+from avdd.distill.embedding import joint_embedding
 
 
 def brute_force_herding(x: np.ndarray, k: int) -> list[int]:

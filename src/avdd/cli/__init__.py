@@ -10,10 +10,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from avdd.cli import data, demo, evaluate, prepare
+from avdd.cli import data, demo, distill, evaluate, prepare
 from avdd.errors import AvddError
 
-VERB_MODULES = (data, prepare, evaluate, demo)
+VERB_MODULES = (data, prepare, distill, evaluate, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

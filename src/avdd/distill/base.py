@@ -8,8 +8,9 @@ loading normalises them back exactly as real data; coreset selections keep the s
 
 from __future__ import annotations
 
+import json
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from avdd import __version__
-from avdd.data.store import Split, Store, write_store
+from avdd.data.store import Store, write_store
 from avdd.registry import Registry
 
 
@@ -33,25 +34,53 @@ class SyntheticSet:
     labels: torch.Tensor
     factor: bool = False
     details: dict[str, Any] = field(default_factory=dict)  # method-specific provenance
+    log: dict[str, Any] = field(default_factory=dict)  # per-iteration losses, evaluations (saved beside)
 
 
 class Method(Protocol):
-    """A distillation method: real training split in, synthetic set out."""
+    """A distillation method: real training store in, synthetic set out. Method-specific
+    ``settings`` it does not know raise an AvddError naming them."""
 
     def __call__(
         self,
-        train: Split,
+        store: Store,
         *,
         modalities: Sequence[str],
         ipc: int,
         seed: int,
         device: torch.device,
         progress: bool,
+        checkpoint: Path | None = None,
+        resume: bool = False,
+        on_iteration: Callable[[Any], None] | None = None,
         **settings: Any,
     ) -> SyntheticSet: ...
 
 
-METHODS: Registry[Method] = Registry("method")
+@dataclass(frozen=True)
+class MethodEntry:
+    """A registered method: the function, the names of the settings it takes, a one-line summary."""
+
+    run: Method
+    settings: tuple[str, ...]
+    summary: str
+
+
+METHODS: Registry[MethodEntry] = Registry("method")
+LOG_FILE = "distill_log.json"
+
+
+def get_method(name: str) -> MethodEntry:
+    """The registered method ``name`` (the built-in methods register themselves on first use)."""
+    import avdd.distill.coreset
+    import avdd.distill.dm  # noqa: F401
+
+    return METHODS.get(name)
+
+
+def method_names() -> list[str]:
+    get_method("random")
+    return METHODS.names()
 
 
 def code_version() -> str:
@@ -92,7 +121,10 @@ def save_synthetic(
         "code_version": code_version(),
         **synthetic.details,
     }
-    return write_store(
+    store = write_store(
         out, name=f"{source.name}-{provenance.get('method', 'distilled')}", class_names=source.class_names,
         modalities=modalities, splits={"train": arrays}, provenance=meta_provenance, overwrite=overwrite,
     )
+    if synthetic.log:
+        (store.path / LOG_FILE).write_text(json.dumps(synthetic.log, indent=1) + "\n")
+    return store

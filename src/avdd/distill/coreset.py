@@ -6,7 +6,17 @@ nested across sizes (IPC 1 ⊂ IPC 10 ⊂ IPC 20) and an order can initialise ot
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
 import torch
+
+from avdd.data.store import Store
+from avdd.distill.base import METHODS, MethodEntry, SyntheticSet
+from avdd.distill.embedding import EmbeddingConfig, train_split_embeddings
+from avdd.errors import AvddError
+from avdd.seeding import generator
 
 
 def herding_order(features: torch.Tensor, k: int) -> torch.Tensor:
@@ -59,6 +69,69 @@ def covering_radius(features: torch.Tensor, centres: torch.Tensor) -> float:
     return float(d.min(dim=1).values.max())
 
 
-def joint_embedding(per_modality: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Per-modality L2-normalised features, concatenated (in the given modality order)."""
-    return torch.cat([torch.nn.functional.normalize(f.double(), dim=1) for f in per_modality.values()], dim=1)
+SELECTORS = {"herding": herding_order, "kcenter": kcenter_order}
+
+
+def selection_orders(
+    store: Store,
+    modalities: Sequence[str],
+    kind: str,
+    length: int,
+    embedding: EmbeddingConfig,
+    *,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> list[np.ndarray]:
+    """Per class, the first ``length`` training-split indices in ``kind`` (herding/kcenter) order."""
+    features = train_split_embeddings(store, modalities, embedding, device=device, progress=progress)
+    split = store.split("train")
+    return [pool[SELECTORS[kind](features[torch.from_numpy(pool)], length).numpy()] for pool in split.class_indices]
+
+
+def random_orders(store: Store, length: int, seed: int) -> list[np.ndarray]:
+    """Per class, ``length`` training indices in a seeded random order (nested across lengths)."""
+    split = store.split("train")
+    return [pool[torch.randperm(len(pool), generator=generator(seed, "random", c)).numpy()[:length]]
+            for c, pool in enumerate(split.class_indices)]
+
+
+def coreset_set(store: Store, modalities: Sequence[str], orders: list[np.ndarray], ipc: int,
+                details: dict[str, Any]) -> SyntheticSet:
+    """The real samples at the first ``ipc`` positions of each class's order, in stored units."""
+    for c, order in enumerate(orders):
+        if len(order) < ipc:
+            raise AvddError(f"class {store.class_names[c]!r} has {len(order)} training samples, fewer than "
+                            f"IPC {ipc}; lower --ipc")
+    index = np.concatenate([order[:ipc] for order in orders])
+    split = store.split("train")
+    data = {m: torch.from_numpy(np.ascontiguousarray(split.arrays[m][np.sort(index)]))
+            [torch.from_numpy(np.argsort(np.argsort(index)))] for m in modalities}
+    labels = torch.from_numpy(np.asarray(split.labels[index]))
+    order_json = {store.class_names[c]: o[:ipc].tolist() for c, o in enumerate(orders)}
+    return SyntheticSet(data, labels, factor=False, details={**details, "selection": order_json})
+
+
+# Selection is one pass: the run options of iterative methods (checkpoint, resume, on_iteration)
+# are accepted and have nothing to act on.
+def _random(store: Store, *, modalities: Sequence[str], ipc: int, seed: int, device: torch.device,
+            progress: bool, **run_options: Any) -> SyntheticSet:
+    return coreset_set(store, modalities, random_orders(store, ipc, seed), ipc, {})
+
+
+def _selector(kind: str):
+    def method(store: Store, *, modalities: Sequence[str], ipc: int, seed: int, device: torch.device,
+               progress: bool, embed_source: str | None = None, embed_epochs: int | None = None,
+               **run_options: Any) -> SyntheticSet:
+        embedding = EmbeddingConfig(source=embed_source or "trained", epochs=embed_epochs or 10, seed=seed)
+        orders = selection_orders(store, modalities, kind, ipc, embedding, device=device, progress=progress)
+        return coreset_set(store, modalities, orders, ipc, {"embedding": vars(embedding)})
+
+    return method
+
+
+EMBEDDING_SETTINGS = ("embed_source", "embed_epochs")
+METHODS.add("random", MethodEntry(_random, (), "IPC real samples per class, uniformly at random"))
+METHODS.add("herding", MethodEntry(_selector("herding"), EMBEDDING_SETTINGS,
+                                   "real samples whose running mean stays closest to the class mean"))
+METHODS.add("kcenter", MethodEntry(_selector("kcenter"), EMBEDDING_SETTINGS,
+                                   "real samples chosen by greedy k-center on embeddings"))

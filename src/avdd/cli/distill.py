@@ -1,0 +1,97 @@
+"""``avdd distill``: a real store in, a distilled store out (coresets, DM, AVDD)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+from avdd.cli.data import describe_store
+from avdd.distill.api import distill
+from avdd.distill.base import get_method, method_names
+from avdd.errors import AvddError
+from avdd.evaluate.recognition import EvalConfig
+
+
+def parse_modalities(text: str) -> tuple[str, ...]:
+    modalities = tuple(m.strip() for m in text.split(",") if m.strip())
+    if not modalities:
+        raise AvddError("--modalities needs at least one modality, e.g. audio,frame")
+    return modalities
+
+
+def parse_lr(pairs: list[str] | None) -> dict[str, float] | None:
+    if not pairs:
+        return None
+    lr = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        try:
+            lr[name.strip()] = float(value)
+        except ValueError:
+            raise AvddError(f"--lr takes MODALITY=VALUE, e.g. frame=0.1; got {pair!r}") from None
+    return lr
+
+
+SETTING_FLAGS = (
+    ("iterations", int, "optimisation iterations (default 5000)"),
+    ("momentum", float, "SGD momentum on the synthetic data (default 0.5)"),
+    ("batch_real", int, "real samples per class per iteration (default 128)"),
+    ("lambda_base", float, "weight of the per-modality DM term (default 1; 0 switches it off)"),
+    ("lambda_jm", float, "weight of joint matching (avdd default 10, dm 0)"),
+    ("lambda_mgm", float, "weight of modality-gap matching (avdd default 10, dm 0)"),
+    ("init", str, "initialisation: random or herding (avdd default herding, dm random)"),
+    ("dsa_strategy", str, "augmentation ops joined by _ (default color_crop_cutout_flip_scale_rotate)"),
+    ("width", int, "encoder width (default 128)"),
+    ("autocast", str, "real-side autocast: auto, off, bf16, fp16 (default auto: bf16 on CUDA, off on CPU)"),
+    ("checkpoint_every", int, "iterations between checkpoints (default 100)"),
+    ("embed_source", str, "herding/k-center embeddings: trained or random encoders (default trained)"),
+    ("embed_epochs", int, "epochs of the embedding network (default 10; cached next to the data store)"),
+)
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    modalities = parse_modalities(args.modalities)
+    settings = {name: getattr(args, name) for name, _, _ in SETTING_FLAGS}
+    settings["lr"] = parse_lr(args.lr)
+    settings["factor"] = args.factor
+    eval_config = replace(EvalConfig(), modalities=modalities, num_eval=args.eval_num, epochs=args.eval_epochs)
+    distill(args.data, args.out, args.method, modalities=modalities, ipc=args.ipc, seed=args.seed,
+            device=args.device, progress=not args.quiet, resume=args.resume, overwrite=args.overwrite,
+            eval_every=args.eval_every, eval_config=eval_config, **settings)
+    print(describe_store(args.out))
+    return 0
+
+
+def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    methods = "\n".join(f"  {name:<9} {get_method(name).summary}" for name in method_names())
+    p = verbs.add_parser(
+        "distill", parents=[common], help="distill a store into a few samples per class",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=f"methods:\n{methods}\n\nMethod settings left unset take the method's defaults; a setting "
+                    "the method does not take is an error.",
+        epilog="examples:\n  avdd distill --data data/avdigits --method avdd --ipc 1 --modalities audio,frame "
+               "--iterations 200 --out runs/avdd-ipc1\n  avdd distill --data data/avdigits --method herding --ipc 10 "
+               "--out runs/herding-ipc10",
+    )
+    p.add_argument("--data", required=True, type=Path, help="real dataset store (its train split is distilled)")
+    p.add_argument("--method", required=True, choices=method_names(), metavar="METHOD",
+                   help="one of: " + ", ".join(method_names()))
+    p.add_argument("--ipc", type=int, required=True, help="stored samples per class")
+    p.add_argument("--modalities", default="audio,frame", help="comma-separated (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    p.add_argument("--out", required=True, type=Path, help="distilled store to create")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: %(default)s)")
+    p.add_argument("--factor", action=argparse.BooleanOptionalAction, default=None,
+                   help="factor parametrisation: 4 tiles per stored sample (avdd default on, dm off)")
+    p.add_argument("--lr", action="append", metavar="MODALITY=LR",
+                   help="synthetic-data learning rate per modality (default 0.2 each); repeat per modality")
+    for name, kind, text in SETTING_FLAGS:
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None, help=text)
+    p.add_argument("--eval-every", type=int, default=0,
+                   help="evaluate the synthetic set every K iterations (0: never); results go to distill_log.json")
+    p.add_argument("--eval-num", type=int, default=1, help="networks per intermediate evaluation (default 1)")
+    p.add_argument("--eval-epochs", type=int, default=30, help="epochs per intermediate evaluation (default 30)")
+    p.set_defaults(handler=cmd_distill)
