@@ -220,7 +220,7 @@ class MatchingRun:
             if not torch.isfinite(x).all():
                 raise DivergedError(f"iteration {self.iteration}: synthetic {m} data became NaN/Inf")
         self.iteration += 1
-        logged["total"] = float(loss)
+        logged["total"] = float(loss.detach())
         self.history.append({"iteration": self.iteration, **logged})
         return logged
 

@@ -1,0 +1,163 @@
+"""The DM/AVDD loop on a tiny store: gradients, batching equivalence, resume, faults."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from avdd.distill.dm import DivergedError, MatchingConfig, MatchingRun, pack_tiles
+from avdd.distill.factor import expand_tiles
+from avdd.distill.matching import MatchingWeights, class_means, matching_terms, weighted_total
+from avdd.errors import AvddError
+
+AV = ("audio", "frame")
+SMALL = {"width": 8, "grid": 2}
+
+
+def config(**kw) -> MatchingConfig:
+    base = MatchingConfig(iterations=3, batch_real=5, weights=MatchingWeights(1, 10, 10), factor=True,
+                          encoder=SMALL, checkpoint_every=2)
+    return replace(base, **kw)
+
+
+def make_run(store, **kw) -> MatchingRun:
+    return MatchingRun(store.split("train"), AV, ipc=2, seed=0, config=config(**kw))
+
+
+def test_packed_tiles_decode_in_the_order_they_were_packed():
+    x = torch.randn(8, 3, 8, 6)  # 2 stored samples × 4 tiles, tile-major
+    stored = pack_tiles(x)
+    assert stored.shape == (2, 3, 8, 6)
+    small = torch.nn.functional.interpolate(x, size=(4, 3), mode="area")
+    torch.testing.assert_close(stored[1, :, 4:, :3], small[2 * 2 + 1])  # tile (1, 0) of sample 1
+    expected = torch.nn.functional.interpolate(small, size=(8, 6), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(expand_tiles(stored), expected)
+
+
+def test_gradients_reach_only_the_right_class(tiny_store):
+    run = make_run(tiny_store)
+    terms = run.loss_terms()
+    class_one = terms["base"][1] + 10 * terms["joint"][1] + 10 * terms["gap"][1]
+    class_one.backward()
+    for m, x in run.synthetic.items():
+        per_sample = x.grad.flatten(1).abs().sum(1)
+        owners = run.labels
+        assert (per_sample[owners == 1] > 0).all(), m
+        assert (per_sample[owners != 1] == 0).all(), m
+
+
+def per_class_loop_gradients(run: MatchingRun) -> dict[str, torch.Tensor]:
+    """The reference structure: per class, its own forward of real and synthetic, loss, backward."""
+    encoders = run._encoders()
+    real, counts = run._real_batch()
+    syn = run.synthetic_inputs()
+    for x in run.synthetic.values():
+        x.grad = None
+    starts = np.cumsum([0, *counts])
+    per = run.ipc * run.tiles
+    draws = {m: run._draws(k) for k, m in enumerate(run.modalities)}
+    for c in range(len(run.classes)):
+        r_means, s_means = {}, {}
+        for m in run.modalities:
+            from avdd.data.augment import Draw
+
+            draw = Draw(draws[m].kinds[c : c + 1], draws[m].uniforms[c : c + 1])
+            with torch.no_grad():
+                r = encoders[m](run.dsa.apply(real[m][starts[c] : starts[c + 1]], draw))
+            s = encoders[m](run.dsa.apply(syn[m][c * per : (c + 1) * per], draw))
+            r_means[m], s_means[m] = r.mean(0, keepdim=True), s.mean(0, keepdim=True)
+        loss = weighted_total(matching_terms(r_means, s_means, run.modalities), run.config.weights)
+        loss.backward(retain_graph=True)
+        syn = run.synthetic_inputs()
+    return {m: x.grad.clone() for m, x in run.synthetic.items()}
+
+
+def test_batched_iteration_equals_the_per_class_loop(tiny_store):
+    run = make_run(tiny_store)
+    reference = per_class_loop_gradients(run)
+    for x in run.synthetic.values():
+        x.grad = None
+    weighted_total(run.loss_terms(), run.config.weights).backward()
+    for m, x in run.synthetic.items():
+        torch.testing.assert_close(x.grad, reference[m], rtol=1e-4, atol=1e-6)
+
+
+def test_the_loss_falls(tiny_store):
+    run = make_run(tiny_store, iterations=30, weights=MatchingWeights(1, 0, 0))
+
+    def loss_at_fixed_draw() -> float:
+        saved = run.iteration
+        run.iteration = 10_000  # one fixed encoder/batch/augmentation draw
+        value = float(weighted_total(run.loss_terms(), run.config.weights).detach())
+        run.iteration = saved
+        return value
+
+    before = loss_at_fixed_draw()
+    run.run(progress=False)
+    assert loss_at_fixed_draw() < 0.8 * before
+
+
+def test_resume_equals_uninterrupted(tiny_store, tmp_path):
+    full = make_run(tiny_store, iterations=5)
+    full.run(progress=False)
+    ck = tmp_path / "ck.pt"
+    first = make_run(tiny_store, iterations=2)
+    first.run(checkpoint=ck, progress=False)
+    second = make_run(tiny_store, iterations=5)
+    second.load_state(ck)
+    assert second.iteration == 2
+    second.run(checkpoint=ck, progress=False)
+    for m in AV:
+        torch.testing.assert_close(second.synthetic[m], full.synthetic[m], rtol=0, atol=0)
+
+
+def test_resume_with_another_configuration_is_refused(tiny_store, tmp_path):
+    ck = tmp_path / "ck.pt"
+    make_run(tiny_store, iterations=2).run(checkpoint=ck, progress=False)
+    other = make_run(tiny_store, iterations=4, batch_real=7)
+    with pytest.raises(AvddError, match="batch_real: checkpoint has 5, now 7"):
+        other.load_state(ck)
+
+
+def test_nan_stops_with_iteration_and_term_and_keeps_the_checkpoint(tiny_store, tmp_path):
+    ck = tmp_path / "ck.pt"
+    run = make_run(tiny_store, iterations=4)
+    run.run(checkpoint=ck, progress=False)
+    good = ck.read_bytes()
+    run = make_run(tiny_store, iterations=8)
+    run.load_state(ck)
+    with torch.no_grad():
+        run.synthetic["frame"][0, 0, 0, 0] = float("nan")
+    with pytest.raises(DivergedError, match="iteration 4: the 'base' loss term is nan"):
+        run.run(checkpoint=ck, progress=False)
+    assert ck.read_bytes() == good
+
+
+def test_init_takes_real_samples_of_each_class(tiny_store):
+    run = make_run(tiny_store, factor=False)
+    split = tiny_store.split("train")
+    frames = run.stored()["frame"]
+    stored = torch.from_numpy(np.asarray(split.arrays["frame"], dtype=np.float32))
+    for i, label in enumerate(run.labels.tolist()):
+        distances = (stored - frames[i]).abs().flatten(1).max(1).values
+        match = int(distances.argmin())
+        assert float(distances[match]) < 1e-3 and int(split.labels[match]) == label
+
+
+def test_too_large_ipc_is_a_clear_error(tiny_store):
+    with pytest.raises(AvddError, match="fewer than IPC × tiles = 48; lower --ipc or pass --no-factor"):
+        MatchingRun(tiny_store.split("train"), AV, ipc=12, seed=0, config=config())
+
+
+def test_cross_modal_terms_need_two_modalities(tiny_store):
+    with pytest.raises(AvddError, match="need two modalities"):
+        MatchingRun(tiny_store.split("train"), ("audio",), ipc=1, seed=0, config=config())
+
+
+def test_class_means_of_a_batch_equal_per_class_means():
+    feats = torch.arange(12.0).view(6, 2)
+    means = class_means(feats, torch.tensor([0, 0, 1, 1, 1, 2]), 3)
+    torch.testing.assert_close(means, torch.tensor([[1.0, 2.0], [6.0, 7.0], [10.0, 11.0]]))

@@ -1,0 +1,112 @@
+"""Every registered method through the library call and the CLI, on a tiny store."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from avdd.cli import main
+from avdd.data.store import open_store
+from avdd.distill import api
+from avdd.distill.base import LOG_FILE, method_names
+from avdd.errors import AvddError
+
+FAST = {
+    "random": {},
+    "herding": {"embed_source": "random"},
+    "kcenter": {"embed_source": "random"},
+    "dm": {"iterations": 2, "batch_real": 4, "width": 8},
+    "avdd": {"iterations": 2, "batch_real": 4, "width": 8, "embed_source": "random"},
+}
+
+
+def test_every_method_is_covered():
+    assert sorted(FAST) == method_names()
+
+
+@pytest.mark.parametrize("method", sorted(FAST))
+def test_method_gives_a_store_that_evaluate_accepts(tiny_store, tmp_path, method, capsys):
+    out = tmp_path / method
+    saved = api.distill(tiny_store.path, out, method, modalities=("audio", "frame"), ipc=2, seed=1,
+                        progress=False, **FAST[method])
+    again = open_store(out)
+    assert again.split_sizes == {"train": 2 * tiny_store.num_classes}
+    assert again.split("train").class_counts() == [2] * tiny_store.num_classes
+    assert again.class_names == tiny_store.class_names
+    prov = again.provenance
+    assert prov["method"] == method and prov["ipc"] == 2 and prov["seed"] == 1
+    assert prov["source_dataset"]["path"] == str(tiny_store.path) and "code_version" in prov
+    assert saved.path == out
+    code = main(["evaluate", "--train", str(out), "--test", str(tiny_store.path), "--num-eval", "1",
+                 "--epochs", "1", "--json", str(tmp_path / "r.json"), "-q"])
+    assert code == 0
+    assert 0.0 <= json.loads((tmp_path / "r.json").read_text())["accuracy"]["mean"] <= 1.0
+
+
+@pytest.mark.parametrize("method", ["random", "herding", "kcenter"])
+def test_coreset_selection_is_nested_and_real(tiny_store, tmp_path, method):
+    sets = {ipc: open_store(api.distill(tiny_store.path, tmp_path / f"{ipc}", method, modalities=("audio", "frame"),
+                                        ipc=ipc, progress=False, **FAST[method]).path) for ipc in (1, 3)}
+    small, large = (sets[k].provenance["selection"] for k in (1, 3))
+    for name in tiny_store.class_names:
+        assert large[name][:1] == small[name]
+    split = tiny_store.split("train")
+    chosen = np.concatenate([large[n] for n in tiny_store.class_names])
+    np.testing.assert_array_equal(sets[3].split("train").arrays["frame"], split.arrays["frame"][chosen])
+    np.testing.assert_array_equal(sets[3].split("train").labels, split.labels[chosen])
+
+
+def test_unknown_setting_names_the_flag(tiny_store, tmp_path):
+    with pytest.raises(AvddError, match="'random' does not take --lambda-jm"):
+        api.distill(tiny_store.path, tmp_path / "x", "random", modalities=("audio",), ipc=1, lambda_jm=3.0)
+
+
+def test_too_large_ipc_for_a_coreset(tiny_store, tmp_path):
+    with pytest.raises(AvddError, match="fewer than IPC 50"):
+        api.distill(tiny_store.path, tmp_path / "x", "random", modalities=("audio",), ipc=50, progress=False)
+
+
+def test_interrupted_distill_resumes_to_the_same_store(tiny_store, tmp_path, monkeypatch):
+    settings = {**FAST["avdd"], "iterations": 4, "checkpoint_every": 1}
+    whole = api.distill(tiny_store.path, tmp_path / "whole", "avdd", modalities=("audio", "frame"), ipc=1,
+                        progress=False, **settings)
+    from avdd.distill.dm import MatchingRun
+
+    original_step = MatchingRun.step
+
+    def dying_step(self):
+        if self.iteration == 2:
+            raise KeyboardInterrupt
+        return original_step(self)
+
+    monkeypatch.setattr(MatchingRun, "step", dying_step)
+    out = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        api.distill(tiny_store.path, out, "avdd", modalities=("audio", "frame"), ipc=1, progress=False, **settings)
+    assert not out.exists() and api.checkpoint_path(out).exists()
+    monkeypatch.setattr(MatchingRun, "step", original_step)
+    with pytest.raises(AvddError, match="pass --resume"):
+        api.distill(tiny_store.path, out, "avdd", modalities=("audio", "frame"), ipc=1, progress=False, **settings)
+    resumed = api.distill(tiny_store.path, out, "avdd", modalities=("audio", "frame"), ipc=1, progress=False,
+                          resume=True, **settings)
+    for m in ("audio", "frame"):
+        np.testing.assert_array_equal(resumed.split("train").arrays[m], whole.split("train").arrays[m])
+    assert not api.checkpoint_path(out).exists()
+    losses = json.loads((out / LOG_FILE).read_text())["losses"]
+    assert [row["iteration"] for row in losses] == [1, 2, 3, 4]
+
+
+def test_cli_distill_with_intermediate_evaluation(tiny_store, tmp_path, capsys):
+    out = tmp_path / "d"
+    code = main(["distill", "--data", str(tiny_store.path), "--method", "dm", "--ipc", "1", "--iterations", "2",
+                 "--batch-real", "4", "--width", "8", "--eval-every", "1", "--eval-epochs", "1",
+                 "--out", str(out), "-q"])
+    assert code == 0
+    assert "train     3 samples" in capsys.readouterr().out
+    log = json.loads((out / LOG_FILE).read_text())
+    assert [e["iteration"] for e in log["evaluations"]] == [1, 2]
+    assert main(["distill", "--data", str(tiny_store.path), "--method", "dm", "--ipc", "1",
+                 "--out", str(out), "-q"]) == 1
+    assert "already exists" in capsys.readouterr().err
