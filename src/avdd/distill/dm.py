@@ -56,6 +56,9 @@ class MatchingConfig:
     dsa_strategy: str = REFERENCE_STRATEGY
     encoder: dict[str, Any] = field(default_factory=dict)  # ConvNetConfig overrides, e.g. width
     autocast: str = "auto"  # real-side autocast: auto = bf16 on CUDA, off on CPU
+    real_chunk: int = 0  # real samples per forward; 0 = auto (128 on CPU, where it is ~1.6x faster
+    #                      than one 640-sample batch (cache); everything at once on GPU)
+    channels_last: bool = True  # measured faster for the ConvNet on CPU (benchmarks/distill_speed.py)
     checkpoint_every: int = 100
 
     def to_json(self) -> dict[str, Any]:
@@ -113,6 +116,8 @@ class MatchingRun:
         self.tiles = FACTOR * FACTOR if config.factor else 1
         self.dsa = DSA(config.dsa_strategy)
         self.amp = autocast_dtype(config.autocast, self.device)
+        self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        self.real_chunk = config.real_chunk or (128 if self.device.type == "cpu" else 1 << 30)
         self.encoder_configs = {
             m: reference_config(train.store.modalities[m].shape, **config.encoder) for m in self.modalities
         }
@@ -158,7 +163,8 @@ class MatchingRun:
         for k, m in enumerate(self.modalities):
             net = ENCODERS.get("convnet")(self.encoder_configs[m])
             init_parameters(net, generator(self.seed, "encoder", self.iteration, k))
-            encoders[m] = net.to(self.device).requires_grad_(False)  # gradients go to inputs only
+            net = net.to(self.device, memory_format=self.memory_format)
+            encoders[m] = net.requires_grad_(False)  # gradients go to the synthetic inputs only
         return encoders
 
     def _draws(self, k: int) -> Draw:
@@ -199,9 +205,12 @@ class MatchingRun:
             draw = self._draws(k)
             with torch.no_grad(), torch.autocast(self.device.type, dtype=self.amp or torch.float32,
                                                  enabled=self.amp is not None):
-                feats = encoders[m](self.dsa.apply(real[m], draw, chunks=real_counts))
-            real_means[m] = class_means(feats.float(), real_labels, n)
-            syn_feats = encoders[m](self.dsa.apply(syn[m], draw, chunks=syn_counts))
+                augmented = self.dsa.apply(real[m], draw, chunks=real_counts)
+                feats = torch.cat([encoders[m](x.contiguous(memory_format=self.memory_format)).float()
+                                   for x in augmented.split(self.real_chunk)])
+            real_means[m] = class_means(feats, real_labels, n)
+            syn_in = self.dsa.apply(syn[m], draw, chunks=syn_counts).contiguous(memory_format=self.memory_format)
+            syn_feats = encoders[m](syn_in)
             syn_means[m] = class_means(syn_feats, syn_labels, n)
         return matching_terms(real_means, syn_means, self.modalities)
 
