@@ -10,10 +10,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from avdd.cli import data, demo, distill, evaluate, prepare
+from avdd.cli import data, demo, distill, evaluate, prepare, retrieve
 from avdd.errors import AvddError
 
-VERB_MODULES = (data, prepare, distill, evaluate, demo)
+VERB_MODULES = (data, prepare, distill, evaluate, retrieve, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

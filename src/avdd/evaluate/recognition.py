@@ -245,6 +245,34 @@ def accuracy_on(
     return correct / len(split)
 
 
+def train_fresh_network(
+    train_store: Store,
+    inputs: Mapping[str, torch.Tensor],
+    labels: torch.Tensor,
+    config: EvalConfig,
+    run: int,
+    device: torch.device,
+    bar: tqdm,
+) -> AVClassifier:
+    """Network number ``run`` of the protocol, freshly initialised and trained; ``bar`` counts epochs."""
+    generators = network_generators(config.seed, run, device)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    shapes = {m: train_store.modalities[m].shape for m in config.modalities}
+    model = build_classifier(
+        shapes, train_store.num_classes, fusion=config.fusion, encoder=config.encoder,
+        generator=generators["init"], width=config.width, norm=config.norm,
+        activation=config.activation, pooling=config.pooling, grid=config.grid,
+    ).to(device=device, memory_format=memory_format)
+
+    def on_epoch(loss: float) -> None:
+        bar.set_postfix(net=f"{run + 1}/{config.num_eval}", loss=f"{loss:.3f}")
+        bar.update()
+        if not math.isfinite(loss):
+            raise AvddError(f"training diverged (loss {loss}) on network {run + 1}")
+
+    return train_network(model, inputs, labels, config, generators, on_epoch)
+
+
 def evaluate_recognition(
     train: str | Path | Store,
     test: str | Path | Store,
@@ -264,7 +292,6 @@ def evaluate_recognition(
     inputs, labels = load_training_set(train_store, config.modalities, device)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     inputs = {m: x.contiguous(memory_format=memory_format) for m, x in inputs.items()}
-    shapes = {m: train_store.modalities[m].shape for m in config.modalities}
 
     runs: list[float] = []
     seconds: list[float] = []
@@ -273,20 +300,7 @@ def evaluate_recognition(
     with bar:
         for run in range(config.num_eval):
             start = time.perf_counter()
-            generators = network_generators(config.seed, run, device)
-            model = build_classifier(
-                shapes, train_store.num_classes, fusion=config.fusion, encoder=config.encoder,
-                generator=generators["init"], width=config.width, norm=config.norm,
-                activation=config.activation, pooling=config.pooling, grid=config.grid,
-            ).to(device=device, memory_format=memory_format)
-
-            def on_epoch(loss: float, run: int = run) -> None:
-                bar.set_postfix(net=f"{run + 1}/{config.num_eval}", loss=f"{loss:.3f}")
-                bar.update()
-                if not math.isfinite(loss):
-                    raise AvddError(f"training diverged (loss {loss}) on network {run + 1}")
-
-            train_network(model, inputs, labels, config, generators, on_epoch)
+            model = train_fresh_network(train_store, inputs, labels, config, run, device, bar)
             runs.append(accuracy_on(model, test_split, config.modalities, device,
                                       config.test_batch_size, memory_format))
             seconds.append(time.perf_counter() - start)

@@ -1,0 +1,44 @@
+"""``avdd retrieve``: cross-modal retrieval (A→V, V→A) of networks trained on a set."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from avdd.evaluate.recognition import EvalConfig
+from avdd.evaluate.retrieval import SPACES, evaluate_retrieval, format_summary
+
+
+def cmd_retrieve(args: argparse.Namespace) -> int:
+    config = replace(EvalConfig(), num_eval=args.num_eval, epochs=args.epochs, seed=args.seed)
+    result = evaluate_retrieval(args.train, args.test, config, subset=args.subset, subsets=args.subsets,
+                                space=args.space, device=args.device, progress=not args.quiet)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    print("\n".join(format_summary(result)))
+    return 0
+
+
+def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    d = EvalConfig()
+    p = verbs.add_parser(
+        "retrieve", parents=[common], help="cross-modal retrieval A→V and V→A: R@1, R@5, median rank",
+        epilog="example: avdd retrieve --train runs/avdd-ipc10 --test data/avdigits --subset 150 --num-eval 5 "
+               "--json results/retrieval.json",
+    )
+    p.add_argument("--train", required=True, type=Path, help="store whose train split trains the networks")
+    p.add_argument("--test", required=True, type=Path, help="real store whose test split holds the pairs")
+    p.add_argument("--subset", type=int, default=150, help="pairs per retrieval pool, class-stratified "
+                   "(default: %(default)s)")
+    p.add_argument("--subsets", type=int, default=1, help="pools drawn per network (default: %(default)s)")
+    p.add_argument("--space", choices=SPACES, default="probabilities",
+                   help="embedding: per-modality classifier softmax or logits (default: %(default)s)")
+    p.add_argument("--num-eval", type=int, default=d.num_eval, help="networks to train (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="default: %(default)s")
+    p.add_argument("--seed", type=int, default=d.seed, help="default: %(default)s")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: %(default)s)")
+    p.add_argument("--json", type=Path, default=None, help="write {a2v, v2a: {r1, r5, medr}} here")
+    p.set_defaults(handler=cmd_retrieve)

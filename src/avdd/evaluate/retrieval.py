@@ -1,0 +1,135 @@
+"""Cross-modal retrieval: how well networks trained on a set align audio and frames of real pairs.
+
+Networks are trained with the recognition protocol (ensemble head). On a seeded, class-stratified
+subset of K real test pairs, each modality is embedded into the shared space of its own classifier
+head (softmax probabilities, or logits), and each audio query ranks the K frames by cosine
+similarity (A→V), and each frame query the K audios (V→A). Reported: R@1, R@5 and the median rank
+of the true partner, mean ± population std over networks × subsets.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from avdd.data.sampler import load_batch
+from avdd.data.store import Split, Store, open_store
+from avdd.errors import AvddError
+from avdd.evaluate.recognition import (
+    EvalConfig,
+    check_compatible,
+    load_training_set,
+    resolve_device,
+    summarise,
+    train_fresh_network,
+)
+from avdd.evaluate.retrieval_metrics import partner_ranks, retrieval_scores
+from avdd.models.fusion import AVClassifier
+from avdd.seeding import generator
+
+MODALITIES = ("audio", "frame")
+DIRECTIONS = {"a2v": ("audio", "frame"), "v2a": ("frame", "audio")}
+SPACES = ("probabilities", "logits")
+
+
+def stratified_subset(split: Split, k: int, seed: int, draw: int) -> np.ndarray:
+    """``k`` test indices, classes as balanced as possible (round-robin over shuffled classes)."""
+    if not 1 <= k <= len(split):
+        raise AvddError(f"--subset must be between 1 and the test split's {len(split)} samples, got {k}")
+    g = generator(seed, "retrieval-subset", draw)
+    pools = [pool[torch.randperm(len(pool), generator=g).numpy()] for pool in split.class_indices]
+    class_order = torch.randperm(len(pools), generator=g).tolist()
+    picked: list[int] = []
+    depth = 0
+    while len(picked) < k:
+        for c in class_order:
+            if depth < len(pools[c]) and len(picked) < k:
+                picked.append(int(pools[c][depth]))
+        depth += 1
+    return np.array(picked)
+
+
+@torch.no_grad()
+def embed_pairs(model: AVClassifier, split: Split, index: np.ndarray, device: torch.device,
+                space: str) -> dict[str, torch.Tensor]:
+    """Per modality, its own classifier head's output on the samples ``index`` (ensemble head)."""
+    model.eval()
+    logits = model(load_batch(split, index, MODALITIES, device))
+    return {m: (z.softmax(dim=1) if space == "probabilities" else z).cpu() for m, z in logits.items()}
+
+
+@dataclass
+class RetrievalResult:
+    config: EvalConfig
+    subset: int
+    subsets: int
+    space: str
+    scores: dict[str, dict[str, list[float]]]  # direction -> metric -> runs (network-major)
+    seconds: list[float]
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for direction, metrics in self.scores.items():
+            out[direction] = {}
+            for metric, runs in metrics.items():
+                mean, std = summarise(runs)
+                out[direction][metric] = {"mean": mean, "std": std, "runs": runs}
+        return {**out, "subset": self.subset, "subsets": self.subsets, "space": self.space,
+                "std_kind": "population", "seconds": self.seconds, "config": self.config.to_json()}
+
+
+def evaluate_retrieval(
+    train: str | Path | Store,
+    test: str | Path | Store,
+    config: EvalConfig | None = None,
+    *,
+    subset: int = 150,
+    subsets: int = 1,
+    space: str = "probabilities",
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> RetrievalResult:
+    """Train ``config.num_eval`` networks on ``train``; score retrieval on ``subsets`` subsets each."""
+    if space not in SPACES:
+        raise AvddError(f"unknown embedding space {space!r}; known: {', '.join(SPACES)}")
+    config = replace(config or EvalConfig(), modalities=MODALITIES, fusion="ensemble")
+    device = resolve_device(str(device))
+    train_store = train if isinstance(train, Store) else open_store(train)
+    test_store = test if isinstance(test, Store) else open_store(test)
+    check_compatible(train_store, test_store, MODALITIES)
+    test_split = test_store.split("test")
+    draws = [stratified_subset(test_split, subset, config.seed, j) for j in range(subsets)]
+    inputs, labels = load_training_set(train_store, MODALITIES, device)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    inputs = {m: x.contiguous(memory_format=memory_format) for m, x in inputs.items()}
+    scores: dict[str, dict[str, list[float]]] = {d: {"r1": [], "r5": [], "medr": []} for d in DIRECTIONS}
+    seconds = []
+    with tqdm(total=config.num_eval * config.epochs, disable=not progress, unit="epoch", desc="retrieval") as bar:
+        for run in range(config.num_eval):
+            start = time.perf_counter()
+            model = train_fresh_network(train_store, inputs, labels, config, run, device, bar)
+            for index in draws:
+                embedded = embed_pairs(model, test_split, index, device, space)
+                for direction, (query, target) in DIRECTIONS.items():
+                    for metric, value in retrieval_scores(partner_ranks(embedded[query], embedded[target])).items():
+                        scores[direction][metric].append(value)
+            seconds.append(time.perf_counter() - start)
+    return RetrievalResult(config, subset, subsets, space, scores, seconds)
+
+
+def format_summary(result: RetrievalResult) -> Sequence[str]:
+    rows = result.to_json()
+    lines = []
+    for direction in DIRECTIONS:
+        r = rows[direction]
+        lines.append(f"{direction.upper()}: R@1 {100 * r['r1']['mean']:.1f} ± {100 * r['r1']['std']:.1f} %, "
+                     f"R@5 {100 * r['r5']['mean']:.1f} ± {100 * r['r5']['std']:.1f} %, "
+                     f"median rank {r['medr']['mean']:.1f} ± {r['medr']['std']:.1f} (of {result.subset})")
+    return lines
