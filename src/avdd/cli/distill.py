@@ -46,7 +46,7 @@ SETTING_FLAGS = (
     ("autocast", str, "real-side autocast: auto, off, bf16, fp16 (default auto: bf16 on CUDA, off on CPU)"),
     ("checkpoint_every", int, "iterations between checkpoints (default 100)"),
     ("embed_source", str, "herding/k-center embeddings: trained or random encoders (default trained)"),
-    ("embed_epochs", int, "epochs of the embedding network (default 10; cached next to the data store)"),
+    ("embed_epochs", int, "epochs of the embedding network (default 5; cached next to the data store)"),
 )
 
 

@@ -122,7 +122,9 @@ def _selector(kind: str):
     def method(store: Store, *, modalities: Sequence[str], ipc: int, seed: int, device: torch.device,
                progress: bool, embed_source: str | None = None, embed_epochs: int | None = None,
                **run_options: Any) -> SyntheticSet:
-        embedding = EmbeddingConfig(source=embed_source or "trained", epochs=embed_epochs or 10, seed=seed)
+        # the embedding network does not depend on the run's seed: herding is deterministic given
+        # the data, and one cached network serves every seed
+        embedding = EmbeddingConfig(source=embed_source or "trained", epochs=embed_epochs or EmbeddingConfig.epochs)
         orders = selection_orders(store, modalities, kind, ipc, embedding, device=device, progress=progress)
         return coreset_set(store, modalities, orders, ipc, {"embedding": vars(embedding)})
 

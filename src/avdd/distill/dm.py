@@ -326,7 +326,7 @@ def _matching_method(name: str) -> Callable[..., SyntheticSet]:
         init_order = None
         if config.init == "herding":
             embedding = EmbeddingConfig(source=settings.get("embed_source") or "trained",
-                                        epochs=settings.get("embed_epochs") or 10, seed=seed)
+                                        epochs=settings.get("embed_epochs") or EmbeddingConfig.epochs)
             tiles = FACTOR * FACTOR if config.factor else 1
             init_order = selection_orders(store, modalities, "herding", ipc * tiles, embedding,
                                           device=device, progress=progress)

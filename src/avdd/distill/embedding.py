@@ -29,7 +29,7 @@ EMBEDDING_SOURCES = ("trained", "random")
 @dataclass(frozen=True)
 class EmbeddingConfig:
     source: str = "trained"
-    epochs: int = 10  # training epochs of the "trained" source (cached, so paid once per store)
+    epochs: int = 5  # training epochs of the "trained" source (cached, so paid once per store)
     seed: int = 0
 
     def __post_init__(self) -> None:
