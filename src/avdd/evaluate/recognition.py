@@ -64,6 +64,10 @@ class EvalConfig:
         if not self.modalities or len(set(self.modalities)) != len(self.modalities):
             raise AvddError(f"modalities must be distinct and not empty, got {list(self.modalities)}")
 
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         return {**data, "modalities": list(self.modalities), "betas": list(self.betas),
@@ -150,7 +154,8 @@ def factor_of(store: Store) -> int:
 
 
 def load_training_set(
-    store: Store, modalities: Sequence[str], device: torch.device
+    store: Store, modalities: Sequence[str], device: torch.device,
+    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """The whole train split on ``device`` as normalised float, factor-decoded, checked finite."""
     split = store.split("train")
@@ -164,7 +169,9 @@ def load_training_set(
             raise AvddError(f"{store.path}: {bad} training sample(s) of modality {m!r} contain NaN or Inf")
     labels = torch.from_numpy(np.asarray(split.labels[index])).to(device)
     factor = factor_of(store)
-    return expand_factor(inputs, labels, factor) if factor > 1 else (inputs, labels)
+    if factor > 1:
+        inputs, labels = expand_factor(inputs, labels, factor)
+    return {m: x.contiguous(memory_format=memory_format) for m, x in inputs.items()}, labels
 
 
 def resolve_device(name: str) -> torch.device:
@@ -256,13 +263,12 @@ def train_fresh_network(
 ) -> AVClassifier:
     """Network number ``run`` of the protocol, freshly initialised and trained; ``bar`` counts epochs."""
     generators = network_generators(config.seed, run, device)
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     shapes = {m: train_store.modalities[m].shape for m in config.modalities}
     model = build_classifier(
         shapes, train_store.num_classes, fusion=config.fusion, encoder=config.encoder,
         generator=generators["init"], width=config.width, norm=config.norm,
         activation=config.activation, pooling=config.pooling, grid=config.grid,
-    ).to(device=device, memory_format=memory_format)
+    ).to(device=device, memory_format=config.memory_format)
 
     def on_epoch(loss: float) -> None:
         bar.set_postfix(net=f"{run + 1}/{config.num_eval}", loss=f"{loss:.3f}")
@@ -289,9 +295,7 @@ def evaluate_recognition(
     test_store = test if isinstance(test, Store) else open_store(test)
     check_compatible(train_store, test_store, config.modalities)
     test_split = test_store.split("test")
-    inputs, labels = load_training_set(train_store, config.modalities, device)
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    inputs = {m: x.contiguous(memory_format=memory_format) for m, x in inputs.items()}
+    inputs, labels = load_training_set(train_store, config.modalities, device, config.memory_format)
 
     runs: list[float] = []
     seconds: list[float] = []
@@ -302,7 +306,7 @@ def evaluate_recognition(
             start = time.perf_counter()
             model = train_fresh_network(train_store, inputs, labels, config, run, device, bar)
             runs.append(accuracy_on(model, test_split, config.modalities, device,
-                                      config.test_batch_size, memory_format))
+                                      config.test_batch_size, config.memory_format))
             seconds.append(time.perf_counter() - start)
             bar.set_postfix(net=f"{run + 1}/{config.num_eval}", acc=f"{runs[-1]:.3f}")
     return RecognitionResult(config, str(train_store.path), str(test_store.path), len(labels), runs, seconds)

@@ -106,9 +106,7 @@ def evaluate_retrieval(
     check_compatible(train_store, test_store, MODALITIES)
     test_split = test_store.split("test")
     draws = [stratified_subset(test_split, subset, config.seed, j) for j in range(subsets)]
-    inputs, labels = load_training_set(train_store, MODALITIES, device)
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    inputs = {m: x.contiguous(memory_format=memory_format) for m, x in inputs.items()}
+    inputs, labels = load_training_set(train_store, MODALITIES, device, config.memory_format)
     scores: dict[str, dict[str, list[float]]] = {d: {"r1": [], "r5": [], "medr": []} for d in DIRECTIONS}
     seconds = []
     with tqdm(total=config.num_eval * config.epochs, disable=not progress, unit="epoch", desc="retrieval") as bar:
