@@ -19,7 +19,7 @@ def data_root() -> Path:
     root = os.environ.get("AVDD_DATA")
     if not root or not (Path(root) / "fsdd" / "recordings").is_dir():
         pytest.fail("set AVDD_DATA to the shared data folder (holding fsdd/recordings and video/)")
-    return Path(root)
+    return Path(root).resolve()  # CI passes a relative path; tests link to it from elsewhere
 
 
 @pytest.fixture(scope="session")
