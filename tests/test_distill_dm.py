@@ -161,3 +161,22 @@ def test_class_means_of_a_batch_equal_per_class_means():
     feats = torch.arange(12.0).view(6, 2)
     means = class_means(feats, torch.tensor([0, 0, 1, 1, 1, 2]), 3)
     torch.testing.assert_close(means, torch.tensor([[1.0, 2.0], [6.0, 7.0], [10.0, 11.0]]))
+
+
+def test_chunking_the_real_side_does_not_change_the_loss(tiny_store):
+    whole = make_run(tiny_store, real_chunk=10_000).loss_terms()
+    chunked_run = make_run(tiny_store, real_chunk=3)
+    assert chunked_run.real_chunk == {"audio": 3, "frame": 3}
+    chunked = chunked_run.loss_terms()
+    for term in whole:
+        torch.testing.assert_close(chunked[term], whole[term], rtol=1e-4, atol=1e-4)
+
+
+def test_automatic_chunk_bounds_the_first_layer_activations(tiny_store):
+    from avdd.distill import dm
+
+    run = make_run(tiny_store)
+    for m, chunk in run.real_chunk.items():
+        _, h, w = tiny_store.modalities[m].shape
+        first_layer = SMALL["width"] * h * w * 4
+        assert chunk * first_layer <= dm.REAL_CHUNK_BYTES["cpu"] < (chunk + 1) * first_layer

@@ -36,6 +36,7 @@ from avdd.models.init import init_parameters
 from avdd.seeding import generator
 
 AUTOCAST_MODES = ("auto", "off", "bf16", "fp16")
+REAL_CHUNK_BYTES = {"cpu": 512 << 20, "cuda": 8 << 30}
 
 
 class DivergedError(AvddError):
@@ -56,8 +57,9 @@ class MatchingConfig:
     dsa_strategy: str = REFERENCE_STRATEGY
     encoder: dict[str, Any] = field(default_factory=dict)  # ConvNetConfig overrides, e.g. width
     autocast: str = "auto"  # real-side autocast: auto = bf16 on CUDA, off on CPU
-    real_chunk: int = 0  # real samples per forward; 0 = auto (128 on CPU, where it is ~1.6x faster
-    #                      than one 640-sample batch (cache); everything at once on GPU)
+    real_chunk: int = 0  # real samples per forward; 0 = auto: as many as keep the first layer's
+    #                      activations within REAL_CHUNK_BYTES (CPU: smaller chunks stay in cache and
+    #                      were ~1.6x faster than one 640-sample batch; 224x224 frames need small ones)
     channels_last: bool = True  # measured faster for the ConvNet on CPU (benchmarks/distill_speed.py)
     checkpoint_every: int = 100
 
@@ -117,10 +119,10 @@ class MatchingRun:
         self.dsa = DSA(config.dsa_strategy)
         self.amp = autocast_dtype(config.autocast, self.device)
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-        self.real_chunk = config.real_chunk or (128 if self.device.type == "cpu" else 1 << 30)
         self.encoder_configs = {
             m: reference_config(train.store.modalities[m].shape, **config.encoder) for m in self.modalities
         }
+        self.real_chunk = {m: config.real_chunk or self._auto_chunk(m) for m in self.modalities}
         self.labels = torch.tensor(self.classes, device=self.device).repeat_interleave(ipc)
         self.synthetic = self._initial_synthetic(init_order)
         self.optimizer = torch.optim.SGD(
@@ -129,6 +131,11 @@ class MatchingRun:
         )
         self.iteration = 0
         self.history: list[dict[str, float]] = []
+
+    def _auto_chunk(self, modality: str) -> int:
+        _, h, w = self.train.store.modalities[modality].shape
+        per_sample = self.encoder_configs[modality].width * h * w * 4  # first conv layer's output, fp32
+        return max(1, REAL_CHUNK_BYTES.get(self.device.type, REAL_CHUNK_BYTES["cuda"]) // per_sample)
 
     # -- initialisation -------------------------------------------------------------------------
     def _initial_synthetic(self, init_order: list[np.ndarray] | None) -> dict[str, torch.Tensor]:
@@ -207,7 +214,7 @@ class MatchingRun:
                                                  enabled=self.amp is not None):
                 augmented = self.dsa.apply(real[m], draw, chunks=real_counts)
                 feats = torch.cat([encoders[m](x.contiguous(memory_format=self.memory_format)).float()
-                                   for x in augmented.split(self.real_chunk)])
+                                   for x in augmented.split(self.real_chunk[m])])
             real_means[m] = class_means(feats, real_labels, n)
             syn_in = self.dsa.apply(syn[m], draw, chunks=syn_counts).contiguous(memory_format=self.memory_format)
             syn_feats = encoders[m](syn_in)
