@@ -6,8 +6,9 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from avdd.data.sources import DATASETS, Option
+from avdd.data.sources import DATASETS, DatasetSource, Option
 from avdd.data.store import array_file, open_store
+from avdd.registry import Registry
 
 
 def format_bytes(n: float) -> str:
@@ -61,11 +62,24 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    source = DATASETS.get(args.dataset)
+    """Build the source chosen on the command line (``avdd data build`` and ``avdd prepare``)."""
+    source = args.registry.get(args.source_name)
     options = {opt.name: getattr(args, opt.name) for opt in source.options}
     source.build(args.out, overwrite=args.overwrite, progress=not args.quiet, **options)
     print(describe_store(args.out))
     return 0
+
+
+def add_source_parsers(subparsers: argparse._SubParsersAction, registry: Registry[DatasetSource],
+                       common: argparse.ArgumentParser) -> None:
+    """One sub-command per registered source: ``--out``, ``--overwrite`` and the source's options."""
+    for name in registry.names():
+        source = registry.get(name)
+        p = subparsers.add_parser(name, parents=[common], help=source.summary, description=source.summary)
+        p.add_argument("--out", required=True, type=Path, help="store directory to create")
+        p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+        add_options(p, source.options)
+        p.set_defaults(handler=cmd_build, registry=registry, source_name=name)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -81,14 +95,7 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
 
     build = actions.add_parser("build", help="build a known dataset into a store",
                                epilog="example: avdd data build avdigits --out data/avdigits")
-    per_dataset = build.add_subparsers(dest="dataset", required=True, metavar="DATASET")
-    for name in DATASETS.names():
-        source = DATASETS.get(name)
-        p = per_dataset.add_parser(name, parents=[common], help=source.summary, description=source.summary)
-        p.add_argument("--out", required=True, type=Path, help="store directory to create")
-        p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-        add_options(p, source.options)
-        p.set_defaults(handler=cmd_build)
+    add_source_parsers(build.add_subparsers(dest="dataset", required=True, metavar="DATASET"), DATASETS, common)
 
     p = actions.add_parser("info", parents=[common], help="show a store's classes, counts, shapes, sizes",
                            epilog="example: avdd data info data/avdigits")

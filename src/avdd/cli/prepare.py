@@ -3,18 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from avdd.cli.data import add_options, describe_store
+from avdd.cli.data import add_source_parsers
 from avdd.data.sources import PREPARE_SOURCES
-
-
-def cmd_prepare(args: argparse.Namespace) -> int:
-    source = PREPARE_SOURCES.get(args.source)
-    options = {opt.name: getattr(args, opt.name) for opt in source.options}
-    source.build(args.out, overwrite=args.overwrite, progress=not args.quiet, **options)
-    print(describe_store(args.out))
-    return 0
 
 
 def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -24,10 +15,4 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
                     "Resumable: rerun the same command after an interruption.",
         epilog="example: avdd prepare vggs10k --root ~/vggsound/videos --out data/vggs10k (see docs/datasets.md)")
     per_source = prepare.add_subparsers(dest="source", required=True, metavar="SOURCE")
-    for name in PREPARE_SOURCES.names():
-        source = PREPARE_SOURCES.get(name)
-        p = per_source.add_parser(name, parents=[common], help=source.summary, description=source.summary)
-        p.add_argument("--out", required=True, type=Path, help="store directory to create")
-        p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-        add_options(p, source.options)
-        p.set_defaults(handler=cmd_prepare)
+    add_source_parsers(per_source, PREPARE_SOURCES, common)
