@@ -37,7 +37,7 @@ def test_method_gives_a_store_that_evaluate_accepts(tiny_store, tmp_path, method
     assert again.class_names == tiny_store.class_names
     prov = again.provenance
     assert prov["method"] == method and prov["ipc"] == 2 and prov["seed"] == 1
-    assert prov["source_dataset"]["path"] == str(tiny_store.path) and "code_version" in prov
+    assert prov["source_dataset"]["path"] == str(tiny_store.path.resolve()) and "code_version" in prov
     assert saved.path == out
     code = main(["evaluate", "--train", str(out), "--test", str(tiny_store.path), "--num-eval", "1",
                  "--epochs", "1", "--json", str(tmp_path / "r.json"), "-q"])

@@ -117,7 +117,7 @@ def save_synthetic(
     meta_provenance = {
         **provenance,
         "factor": synthetic.factor,
-        "source_dataset": {"name": source.name, "path": str(source.path)},
+        "source_dataset": {"name": source.name, "path": str(source.path.resolve())},
         "code_version": code_version(),
         **synthetic.details,
     }
