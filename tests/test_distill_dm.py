@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from avdd.data.augment import Draw
 from avdd.distill.dm import DivergedError, MatchingConfig, MatchingRun, pack_tiles
 from avdd.distill.factor import expand_tiles
 from avdd.distill.matching import MatchingWeights, class_means, matching_terms, weighted_total
@@ -62,8 +63,6 @@ def per_class_loop_gradients(run: MatchingRun) -> dict[str, torch.Tensor]:
     for c in range(len(run.classes)):
         r_means, s_means = {}, {}
         for m in run.modalities:
-            from avdd.data.augment import Draw
-
             draw = Draw(draws[m].kinds[c : c + 1], draws[m].uniforms[c : c + 1])
             with torch.no_grad():
                 r = encoders[m](run.dsa.apply(real[m][starts[c] : starts[c + 1]], draw))

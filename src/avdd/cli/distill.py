@@ -6,18 +6,11 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from avdd.cli.data import describe_store
+from avdd.cli.data import describe_store, parse_modalities
 from avdd.distill.api import distill
 from avdd.distill.base import get_method, method_names
 from avdd.errors import AvddError
 from avdd.evaluate.recognition import EvalConfig
-
-
-def parse_modalities(text: str) -> tuple[str, ...]:
-    modalities = tuple(m.strip() for m in text.split(",") if m.strip())
-    if not modalities:
-        raise AvddError("--modalities needs at least one modality, e.g. audio,frame")
-    return modalities
 
 
 def parse_lr(pairs: list[str] | None) -> dict[str, float] | None:

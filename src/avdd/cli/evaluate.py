@@ -6,12 +6,13 @@ import argparse
 import json
 from pathlib import Path
 
+from avdd.cli.data import parse_modalities
 from avdd.evaluate.recognition import EvalConfig, evaluate_recognition
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     config = EvalConfig(
-        modalities=tuple(m.strip() for m in args.modalities.split(",") if m.strip()),
+        modalities=parse_modalities(args.modalities),
         fusion=args.fusion,
         num_eval=args.num_eval,
         epochs=args.epochs,

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from avdd.data.sampler import read_stored
 from avdd.data.store import Store
 from avdd.distill.base import METHODS, MethodEntry, SyntheticSet
 from avdd.distill.embedding import EmbeddingConfig, train_split_embeddings
@@ -104,8 +105,7 @@ def coreset_set(store: Store, modalities: Sequence[str], orders: list[np.ndarray
                             f"IPC {ipc}; lower --ipc")
     index = np.concatenate([order[:ipc] for order in orders])
     split = store.split("train")
-    data = {m: torch.from_numpy(np.ascontiguousarray(split.arrays[m][np.sort(index)]))
-            [torch.from_numpy(np.argsort(np.argsort(index)))] for m in modalities}
+    data = {m: read_stored(split, index, m) for m in modalities}
     labels = torch.from_numpy(np.asarray(split.labels[index]))
     order_json = {store.class_names[c]: o[:ipc].tolist() for c, o in enumerate(orders)}
     return SyntheticSet(data, labels, factor=False, details={**details, "selection": order_json})
