@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from avdd.data.augment import Draw
-from avdd.distill.dm import DivergedError, MatchingConfig, MatchingRun, pack_tiles
+from avdd.distill.dm import MatchingConfig, MatchingRun
 from avdd.distill.factor import expand_tiles
 from avdd.distill.matching import MatchingWeights, class_means, matching_terms, weighted_total
+from avdd.distill.synthetic import DivergedError, pack_tiles
 from avdd.errors import AvddError
 
 AV = ("audio", "frame")

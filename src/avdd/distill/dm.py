@@ -18,18 +18,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from tqdm import tqdm
 
-from avdd.data.augment import DSA, REFERENCE_STRATEGY, Draw
+from avdd.data.augment import REFERENCE_STRATEGY, Draw
 from avdd.data.sampler import load_batch
 from avdd.data.store import Split, Store
 from avdd.distill.base import METHODS, MethodEntry, SyntheticSet
-from avdd.distill.checkpoint import check_resumable, interrupts_deferred, load_checkpoint, save_checkpoint
-from avdd.distill.coreset import selection_orders
-from avdd.distill.embedding import EmbeddingConfig
-from avdd.distill.factor import FACTOR, expand_tiles
 from avdd.distill.matching import MatchingWeights, class_means, matching_terms, weighted_total
+from avdd.distill.synthetic import SyntheticRun, finish, init_order
 from avdd.errors import AvddError
 from avdd.models.convnet import ENCODERS, reference_config
 from avdd.models.init import init_parameters
@@ -37,10 +32,6 @@ from avdd.seeding import generator
 
 AUTOCAST_MODES = ("auto", "off", "bf16", "fp16")
 REAL_CHUNK_BYTES = {"cpu": 512 << 20, "cuda": 8 << 30}
-
-
-class DivergedError(AvddError):
-    """NaN or Inf in a loss term or in the synthetic data."""
 
 
 @dataclass(frozen=True)
@@ -67,20 +58,6 @@ class MatchingConfig:
         return asdict(self)
 
 
-def pack_tiles(samples: torch.Tensor, factor: int = FACTOR) -> torch.Tensor:
-    """Inverse of the factor decoding for initialisation: factor² real samples (tile-major, as
-    ``expand_tiles`` outputs them) shrunk into the tiles of one stored sample each."""
-    n = samples.shape[0] // (factor * factor)
-    _, c, h, w = samples.shape
-    th, tw = h // factor, w // factor
-    small = F.interpolate(samples, size=(th, tw), mode="area")
-    stored = torch.zeros(n, c, h, w, dtype=samples.dtype, device=samples.device)
-    for k in range(factor * factor):
-        i, j = divmod(k, factor)
-        stored[:, :, i * th : (i + 1) * th, j * tw : (j + 1) * tw] = small[k * n : (k + 1) * n]
-    return stored
-
-
 def autocast_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     if mode not in AUTOCAST_MODES:
         raise AvddError(f"unknown autocast mode {mode!r}; known: {', '.join(AUTOCAST_MODES)}")
@@ -89,8 +66,10 @@ def autocast_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[mode]
 
 
-class MatchingRun:
+class MatchingRun(SyntheticRun):
     """The state of one DM/AVDD distillation: synthetic tensors, optimizer, iteration counter."""
+
+    config: MatchingConfig
 
     def __init__(
         self,
@@ -103,66 +82,20 @@ class MatchingRun:
         init_order: list[np.ndarray] | None = None,
         classes: Sequence[int] | None = None,
     ) -> None:
-        self.train, self.modalities, self.ipc, self.seed, self.config = train, tuple(modalities), ipc, seed, config
-        self.device = torch.device(device)
-        self.classes = list(range(train.store.num_classes)) if classes is None else list(classes)
-        missing = [m for m in self.modalities if m not in train.store.modalities]
-        if missing:
-            have = ", ".join(train.store.modalities)
-            raise AvddError(f"{train.store.path}: no modality {missing[0]!r} (has: {have})")
-        unknown_lr = [m for m in self.modalities if m not in config.lr]
-        if unknown_lr:
-            raise AvddError(f"no learning rate for modality {unknown_lr[0]!r}; set one")
-        if len(self.modalities) < 2 and (config.weights.joint or config.weights.gap):
+        if len(modalities) < 2 and (config.weights.joint or config.weights.gap):
             raise AvddError("joint and modality-gap matching need two modalities; set their weights to 0")
-        self.tiles = FACTOR * FACTOR if config.factor else 1
-        self.dsa = DSA(config.dsa_strategy)
+        super().__init__(train, modalities, ipc, seed, config, device, init_order, classes)
         self.amp = autocast_dtype(config.autocast, self.device)
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         self.encoder_configs = {
             m: reference_config(train.store.modalities[m].shape, **config.encoder) for m in self.modalities
         }
         self.real_chunk = {m: config.real_chunk or self._auto_chunk(m) for m in self.modalities}
-        self.labels = torch.tensor(self.classes, device=self.device).repeat_interleave(ipc)
-        self.synthetic = self._initial_synthetic(init_order)
-        self.optimizer = torch.optim.SGD(
-            [{"params": [self.synthetic[m]], "lr": config.lr[m]} for m in self.modalities],
-            lr=config.lr[self.modalities[0]], momentum=config.momentum,
-        )
-        self.iteration = 0
-        self.history: list[dict[str, float]] = []
 
     def _auto_chunk(self, modality: str) -> int:
         _, h, w = self.train.store.modalities[modality].shape
         per_sample = self.encoder_configs[modality].width * h * w * 4  # first conv layer's output, fp32
         return max(1, REAL_CHUNK_BYTES.get(self.device.type, REAL_CHUNK_BYTES["cuda"]) // per_sample)
-
-    # -- initialisation -------------------------------------------------------------------------
-    def _initial_synthetic(self, init_order: list[np.ndarray] | None) -> dict[str, torch.Tensor]:
-        need = self.ipc * self.tiles
-        picks = []
-        for c in self.classes:
-            pool = self.train.class_indices[c]
-            if len(pool) < need:
-                raise AvddError(
-                    f"class {self.train.store.class_names[c]!r} has {len(pool)} training samples, fewer than "
-                    f"IPC × tiles = {need}; lower --ipc" + (" or pass --no-factor" if self.tiles > 1 else "")
-                )
-            if init_order is not None:
-                picks.append(np.asarray(init_order[c][:need]))
-            else:
-                perm = torch.randperm(len(pool), generator=generator(self.seed, "init", c)).numpy()
-                picks.append(pool[perm[:need]])
-        # tile-major within a class: tile k of stored sample i is real pick k * ipc + i
-        index = np.concatenate(picks)
-        real = load_batch(self.train, index, self.modalities, self.device)
-        synthetic = {}
-        for m, x in real.items():
-            if self.tiles > 1:
-                per_class = x.view(len(self.classes), self.tiles * self.ipc, *x.shape[1:])
-                x = torch.cat([pack_tiles(chunk) for chunk in per_class])
-            synthetic[m] = x.detach().clone().requires_grad_(True)
-        return synthetic
 
     # -- one iteration --------------------------------------------------------------------------
     def _encoders(self) -> dict[str, torch.nn.Module]:
@@ -186,16 +119,6 @@ class MatchingRun:
             picks.append(pool[perm[: self.config.batch_real]])
         batch = load_batch(self.train, np.concatenate(picks), self.modalities, self.device)
         return batch, [len(p) for p in picks]
-
-    def synthetic_inputs(self) -> dict[str, torch.Tensor]:
-        """Decoded synthetic samples, class-major (each class's samples contiguous)."""
-        if self.tiles == 1:
-            return dict(self.synthetic)
-        out = {}
-        for m, x in self.synthetic.items():
-            tiles = expand_tiles(x).view(self.tiles, len(self.classes), self.ipc, *x.shape[1:])
-            out[m] = tiles.transpose(0, 1).reshape(-1, *x.shape[1:])
-        return out
 
     def loss_terms(self) -> dict[str, torch.Tensor]:
         """Per-class values of every matching term at the current iteration's draws."""
@@ -221,81 +144,11 @@ class MatchingRun:
             syn_means[m] = class_means(syn_feats, syn_labels, n)
         return matching_terms(real_means, syn_means, self.modalities)
 
-    def step(self) -> dict[str, float]:
+    def objective(self) -> tuple[dict[str, float], torch.Tensor]:
         terms = self.loss_terms()
         weights = self.config.weights
         logged = {t: float(terms[t].detach().sum()) for t in weights.active()}
-        for t, value in logged.items():
-            if not np.isfinite(value):
-                raise DivergedError(f"iteration {self.iteration}: the {t!r} loss term is {value}")
-        loss = weighted_total(terms, weights)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        for m, x in self.synthetic.items():
-            if not torch.isfinite(x).all():
-                raise DivergedError(f"iteration {self.iteration}: synthetic {m} data became NaN/Inf")
-        self.iteration += 1
-        logged["total"] = float(loss.detach())
-        self.history.append({"iteration": self.iteration, **logged})
-        return logged
-
-    # -- checkpoints ----------------------------------------------------------------------------
-    def run_settings(self) -> dict[str, Any]:
-        return {"modalities": list(self.modalities), "ipc": self.ipc, "seed": self.seed,
-                "classes": self.classes, **self.config.to_json(), "iterations": None}
-
-    def state(self) -> dict[str, Any]:
-        return {
-            "iteration": self.iteration,
-            "synthetic": {m: x.detach().cpu() for m, x in self.synthetic.items()},
-            "optimizer": self.optimizer.state_dict(),
-            "history": self.history,
-            "settings": self.run_settings(),
-        }
-
-    def load_state(self, path: Path) -> None:
-        state = load_checkpoint(path)
-        check_resumable(path, state["settings"], self.run_settings())
-        with torch.no_grad():
-            for m, x in state["synthetic"].items():
-                self.synthetic[m].copy_(x)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.iteration, self.history = state["iteration"], state["history"]
-
-    def run(
-        self,
-        checkpoint: Path | None = None,
-        progress: bool = True,
-        on_iteration: Callable[[MatchingRun], None] | None = None,
-    ) -> None:
-        """Iterate up to ``config.iterations``, checkpointing every ``checkpoint_every`` and on Ctrl-C.
-
-        On divergence the last good checkpoint is kept (never overwritten by the bad state).
-        """
-        total = self.config.iterations
-        bar = tqdm(total=total, initial=self.iteration, desc="distill", disable=not progress, unit="it")
-        try:
-            while self.iteration < total:
-                with interrupts_deferred():  # Ctrl-C lands between iterations, never inside a step
-                    logged = self.step()
-                bar.update(1)
-                bar.set_postfix({k: f"{v:.3g}" for k, v in logged.items()}, refresh=False)
-                if on_iteration is not None:
-                    on_iteration(self)
-                if checkpoint is not None and (self.iteration % self.config.checkpoint_every == 0
-                                               or self.iteration == total):
-                    save_checkpoint(checkpoint, self.state())
-        except KeyboardInterrupt:
-            if checkpoint is not None:
-                save_checkpoint(checkpoint, self.state())
-            raise
-        finally:
-            bar.close()
-
-    def stored(self) -> dict[str, torch.Tensor]:
-        """Synthetic samples in the source store's units (for saving)."""
-        return {m: self.train.store.modalities[m].denormalise(x.detach()) for m, x in self.synthetic.items()}
+        return logged, weighted_total(terms, weights)
 
 
 # -- the registered methods ----------------------------------------------------------------------
@@ -318,8 +171,6 @@ def matching_config(method: str, settings: dict[str, Any]) -> MatchingConfig:
     encoder = {"width": given.pop("width")} if "width" in given else {}
     for key in ("embed_source", "embed_epochs"):
         given.pop(key, None)
-    if given.get("init", base.init) not in ("random", "herding"):
-        raise AvddError(f"unknown init {given['init']!r}; known: random, herding")
     return replace(base, weights=weights, lr=lr, encoder=encoder, **given)
 
 
@@ -330,19 +181,10 @@ def _matching_method(name: str) -> Callable[..., SyntheticSet]:
         on_iteration: Callable[[MatchingRun], None] | None = None, **settings: Any,
     ) -> SyntheticSet:
         config = matching_config(name, settings)
-        init_order = None
-        if config.init == "herding":
-            embedding = EmbeddingConfig(source=settings.get("embed_source") or "trained",
-                                        epochs=settings.get("embed_epochs") or EmbeddingConfig.epochs)
-            tiles = FACTOR * FACTOR if config.factor else 1
-            init_order = selection_orders(store, modalities, "herding", ipc * tiles, embedding,
-                                          device=device, progress=progress)
-        run = MatchingRun(store.split("train"), modalities, ipc, seed, config, device, init_order)
-        if resume and checkpoint is not None and checkpoint.is_file():
-            run.load_state(checkpoint)
-        run.run(checkpoint, progress, on_iteration)
-        return SyntheticSet(run.stored(), run.labels.cpu(), factor=config.factor,
-                            details={"matching": config.to_json()}, log={"losses": run.history})
+        order = init_order(store, modalities, ipc, config, settings, device, progress)
+        run = MatchingRun(store.split("train"), modalities, ipc, seed, config, device, order)
+        return finish(run, checkpoint=checkpoint, resume=resume, progress=progress, on_iteration=on_iteration,
+                      details={"matching": config.to_json()})
 
     return method
 

@@ -210,9 +210,13 @@ def train_network(
     config: EvalConfig,
     generators: Mapping[str, torch.Generator],
     on_epoch: Callable[[float], None] = lambda loss: None,
+    optimizer: torch.optim.Optimizer | None = None,
 ) -> AVClassifier:
-    """Adam with step decay, shuffled mini-batches, DSA per sample; ``on_epoch(mean loss)``."""
-    optimizer = make_optimizer(model, config)
+    """Adam with step decay, shuffled mini-batches, DSA per sample; ``on_epoch(mean loss)``.
+
+    ``optimizer`` replaces the protocol's Adam (expert trajectories train with plain SGD).
+    """
+    optimizer = optimizer or make_optimizer(model, config)
     schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step, gamma=config.lr_gamma)
     dsa = DSA(config.dsa_strategy) if config.dsa else None
     n = len(labels)
@@ -252,6 +256,18 @@ def accuracy_on(
     return correct / len(split)
 
 
+def protocol_network(
+    store: Store, config: EvalConfig, generator: torch.Generator, device: torch.device,
+) -> AVClassifier:
+    """The protocol's classifier (encoders + fusion head) for ``store``'s shapes, drawn from ``generator``."""
+    shapes = {m: store.modalities[m].shape for m in config.modalities}
+    return build_classifier(
+        shapes, store.num_classes, fusion=config.fusion, encoder=config.encoder,
+        generator=generator, width=config.width, norm=config.norm,
+        activation=config.activation, pooling=config.pooling, grid=config.grid,
+    ).to(device=device, memory_format=config.memory_format)
+
+
 def train_fresh_network(
     train_store: Store,
     inputs: Mapping[str, torch.Tensor],
@@ -263,12 +279,7 @@ def train_fresh_network(
 ) -> AVClassifier:
     """Network number ``run`` of the protocol, freshly initialised and trained; ``bar`` counts epochs."""
     generators = network_generators(config.seed, run, device)
-    shapes = {m: train_store.modalities[m].shape for m in config.modalities}
-    model = build_classifier(
-        shapes, train_store.num_classes, fusion=config.fusion, encoder=config.encoder,
-        generator=generators["init"], width=config.width, norm=config.norm,
-        activation=config.activation, pooling=config.pooling, grid=config.grid,
-    ).to(device=device, memory_format=config.memory_format)
+    model = protocol_network(train_store, config, generators["init"], device)
 
     def on_epoch(loss: float) -> None:
         bar.set_postfix(net=f"{run + 1}/{config.num_eval}", loss=f"{loss:.3f}")

@@ -1,0 +1,248 @@
+"""What every optimisation-based method (DM/AVDD, MTT) shares: synthetic tensors initialised from
+real samples (random or herding order, optionally factorised), their SGD optimizer, and the
+checkpointed, interruptible, NaN-guarded iteration loop. A method subclasses :class:`SyntheticRun`
+with its ``objective`` (and its own settings)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from avdd.data.augment import DSA
+from avdd.data.sampler import load_batch
+from avdd.data.store import Split, Store
+from avdd.distill.base import SyntheticSet
+from avdd.distill.checkpoint import check_resumable, interrupts_deferred, load_checkpoint, save_checkpoint
+from avdd.distill.coreset import selection_orders
+from avdd.distill.embedding import EmbeddingConfig
+from avdd.distill.factor import FACTOR, expand_tiles
+from avdd.errors import AvddError
+from avdd.seeding import generator
+
+INITS = ("random", "herding")
+
+
+class DivergedError(AvddError):
+    """NaN or Inf in a loss term, in the synthetic data or in another learned value."""
+
+
+class SyntheticConfig(Protocol):
+    """The settings a :class:`SyntheticRun` reads; methods' configs have these and more."""
+
+    iterations: int
+    lr: dict[str, float]  # synthetic-data learning rate per modality
+    momentum: float
+    factor: bool
+    init: str
+    dsa_strategy: str
+    checkpoint_every: int
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+def pack_tiles(samples: torch.Tensor, factor: int = FACTOR) -> torch.Tensor:
+    """Inverse of the factor decoding for initialisation: factor² real samples (tile-major, as
+    ``expand_tiles`` outputs them) shrunk into the tiles of one stored sample each."""
+    n = samples.shape[0] // (factor * factor)
+    _, c, h, w = samples.shape
+    th, tw = h // factor, w // factor
+    small = F.interpolate(samples, size=(th, tw), mode="area")
+    stored = torch.zeros(n, c, h, w, dtype=samples.dtype, device=samples.device)
+    for k in range(factor * factor):
+        i, j = divmod(k, factor)
+        stored[:, :, i * th : (i + 1) * th, j * tw : (j + 1) * tw] = small[k * n : (k + 1) * n]
+    return stored
+
+
+def init_order(
+    store: Store, modalities: Sequence[str], ipc: int, config: SyntheticConfig, settings: dict[str, Any],
+    device: torch.device, progress: bool,
+) -> list[np.ndarray] | None:
+    """Per class, the herding order (long enough for every tile) for ``init = herding``; None for
+    random real samples. ``settings`` may name the herding embedding (embed_source, embed_epochs)."""
+    if config.init not in INITS:
+        raise AvddError(f"unknown init {config.init!r}; known: {', '.join(INITS)}")
+    if config.init == "random":
+        return None
+    embedding = EmbeddingConfig(source=settings.get("embed_source") or "trained",
+                                epochs=settings.get("embed_epochs") or EmbeddingConfig.epochs)
+    tiles = FACTOR * FACTOR if config.factor else 1
+    return selection_orders(store, modalities, "herding", ipc * tiles, embedding, device=device, progress=progress)
+
+
+class SyntheticRun:
+    """The state of one distillation: synthetic tensors, optimizer, iteration counter, loss history."""
+
+    def __init__(
+        self,
+        train: Split,
+        modalities: Sequence[str],
+        ipc: int,
+        seed: int,
+        config: SyntheticConfig,
+        device: torch.device | str = "cpu",
+        init_order: list[np.ndarray] | None = None,
+        classes: Sequence[int] | None = None,
+    ) -> None:
+        self.train, self.modalities, self.ipc, self.seed, self.config = train, tuple(modalities), ipc, seed, config
+        self.device = torch.device(device)
+        self.classes = list(range(train.store.num_classes)) if classes is None else list(classes)
+        missing = [m for m in self.modalities if m not in train.store.modalities]
+        if missing:
+            have = ", ".join(train.store.modalities)
+            raise AvddError(f"{train.store.path}: no modality {missing[0]!r} (has: {have})")
+        unknown_lr = [m for m in self.modalities if m not in config.lr]
+        if unknown_lr:
+            raise AvddError(f"no learning rate for modality {unknown_lr[0]!r}; set one")
+        self.tiles = FACTOR * FACTOR if config.factor else 1
+        self.dsa = DSA(config.dsa_strategy)
+        self.labels = torch.tensor(self.classes, device=self.device).repeat_interleave(ipc)
+        self.synthetic = self._initial_synthetic(init_order)
+        self.optimizer = torch.optim.SGD(
+            [{"params": [self.synthetic[m]], "lr": config.lr[m]} for m in self.modalities],
+            lr=config.lr[self.modalities[0]], momentum=config.momentum,
+        )
+        self.iteration = 0
+        self.history: list[dict[str, float]] = []
+
+    # -- initialisation -------------------------------------------------------------------------
+    def _initial_synthetic(self, init_order: list[np.ndarray] | None) -> dict[str, torch.Tensor]:
+        need = self.ipc * self.tiles
+        picks = []
+        for c in self.classes:
+            pool = self.train.class_indices[c]
+            if len(pool) < need:
+                raise AvddError(
+                    f"class {self.train.store.class_names[c]!r} has {len(pool)} training samples, fewer than "
+                    f"IPC × tiles = {need}; lower --ipc" + (" or pass --no-factor" if self.tiles > 1 else "")
+                )
+            if init_order is not None:
+                picks.append(np.asarray(init_order[c][:need]))
+            else:
+                perm = torch.randperm(len(pool), generator=generator(self.seed, "init", c)).numpy()
+                picks.append(pool[perm[:need]])
+        # tile-major within a class: tile k of stored sample i is real pick k * ipc + i
+        index = np.concatenate(picks)
+        real = load_batch(self.train, index, self.modalities, self.device)
+        synthetic = {}
+        for m, x in real.items():
+            if self.tiles > 1:
+                per_class = x.view(len(self.classes), self.tiles * self.ipc, *x.shape[1:])
+                x = torch.cat([pack_tiles(chunk) for chunk in per_class])
+            synthetic[m] = x.detach().clone().requires_grad_(True)
+        return synthetic
+
+    def synthetic_inputs(self) -> dict[str, torch.Tensor]:
+        """Decoded synthetic samples, class-major (each class's samples contiguous)."""
+        if self.tiles == 1:
+            return dict(self.synthetic)
+        out = {}
+        for m, x in self.synthetic.items():
+            tiles = expand_tiles(x).view(self.tiles, len(self.classes), self.ipc, *x.shape[1:])
+            out[m] = tiles.transpose(0, 1).reshape(-1, *x.shape[1:])
+        return out
+
+    # -- one iteration --------------------------------------------------------------------------
+    def objective(self) -> tuple[dict[str, float], torch.Tensor]:
+        """The method's logged loss terms and the differentiable total to minimise at this iteration."""
+        raise NotImplementedError
+
+    def learned(self) -> dict[str, torch.Tensor]:
+        """Everything the optimizer updates, by the name an error message gives it."""
+        return {f"synthetic {m} data": x for m, x in self.synthetic.items()}
+
+    def monitored(self) -> dict[str, float]:
+        """Values logged with the losses after each step (none here)."""
+        return {}
+
+    def step(self) -> dict[str, float]:
+        logged, loss = self.objective()
+        for t, value in logged.items():
+            if not np.isfinite(value):
+                raise DivergedError(f"iteration {self.iteration}: the {t!r} loss term is {value}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        for name, x in self.learned().items():
+            if not torch.isfinite(x).all():
+                raise DivergedError(f"iteration {self.iteration}: {name} became NaN/Inf")
+        self.iteration += 1
+        logged = {**logged, "total": float(loss.detach()), **self.monitored()}
+        self.history.append({"iteration": self.iteration, **logged})
+        return logged
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def run_settings(self) -> dict[str, Any]:
+        return {"modalities": list(self.modalities), "ipc": self.ipc, "seed": self.seed,
+                "classes": self.classes, **self.config.to_json(), "iterations": None}
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "iteration": self.iteration,
+            "synthetic": {m: x.detach().cpu() for m, x in self.synthetic.items()},
+            "optimizer": self.optimizer.state_dict(),
+            "history": self.history,
+            "settings": self.run_settings(),
+        }
+
+    def load_state(self, path: Path) -> dict[str, Any]:
+        """Continue from the checkpoint at ``path`` (refused if its settings differ); returns its state."""
+        state = load_checkpoint(path)
+        check_resumable(path, state["settings"], self.run_settings())
+        with torch.no_grad():
+            for m, x in state["synthetic"].items():
+                self.synthetic[m].copy_(x)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.iteration, self.history = state["iteration"], state["history"]
+        return state
+
+    def run(
+        self,
+        checkpoint: Path | None = None,
+        progress: bool = True,
+        on_iteration: Callable[[Any], None] | None = None,
+    ) -> None:
+        """Iterate up to ``config.iterations``, checkpointing every ``checkpoint_every`` and on Ctrl-C.
+
+        On divergence the last good checkpoint is kept (never overwritten by the bad state).
+        """
+        total = self.config.iterations
+        bar = tqdm(total=total, initial=self.iteration, desc="distill", disable=not progress, unit="it")
+        try:
+            while self.iteration < total:
+                with interrupts_deferred():  # Ctrl-C lands between iterations, never inside a step
+                    logged = self.step()
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in logged.items()}, refresh=False)
+                if on_iteration is not None:
+                    on_iteration(self)
+                if checkpoint is not None and (self.iteration % self.config.checkpoint_every == 0
+                                               or self.iteration == total):
+                    save_checkpoint(checkpoint, self.state())
+        except KeyboardInterrupt:
+            if checkpoint is not None:
+                save_checkpoint(checkpoint, self.state())
+            raise
+        finally:
+            bar.close()
+
+    def stored(self) -> dict[str, torch.Tensor]:
+        """Synthetic samples in the source store's units (for saving)."""
+        return {m: self.train.store.modalities[m].denormalise(x.detach()) for m, x in self.synthetic.items()}
+
+
+def finish(run: SyntheticRun, *, checkpoint: Path | None, resume: bool, progress: bool,
+           on_iteration: Callable[[Any], None] | None, details: dict[str, Any]) -> SyntheticSet:
+    """Resume ``run`` from ``checkpoint`` when asked (and one exists), run it to the end, and
+    return its synthetic set with ``details`` and the loss history."""
+    if resume and checkpoint is not None and checkpoint.is_file():
+        run.load_state(checkpoint)
+    run.run(checkpoint, progress, on_iteration)
+    return SyntheticSet(run.stored(), run.labels.cpu(), factor=run.config.factor, details=details,
+                        log={"losses": run.history})
