@@ -77,3 +77,15 @@ def make_tiny_store(
 @pytest.fixture(scope="session")
 def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     return make_tiny_store(tmp_path_factory.mktemp("stores") / "tiny")
+
+
+TINY_EXPERTS = {"num_experts": 2, "epochs": 3, "batch_size": 8, "width": 8}
+
+
+@pytest.fixture(scope="session")
+def tiny_experts(tiny_store: Store, tmp_path_factory: pytest.TempPathFactory):
+    """Two narrow audio-visual experts, 3 epochs each, on the tiny store."""
+    from avdd.distill.experts import ExpertConfig, train_experts
+
+    return train_experts(tiny_store, tmp_path_factory.mktemp("experts") / "experts", ExpertConfig(**TINY_EXPERTS),
+                         progress=False)

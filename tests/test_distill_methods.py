@@ -19,7 +19,14 @@ FAST = {
     "kcenter": {"embed_source": "random"},
     "dm": {"iterations": 2, "batch_real": 4, "width": 8},
     "avdd": {"iterations": 2, "batch_real": 4, "width": 8, "embed_source": "random"},
+    "mtt": {"iterations": 2, "syn_steps": 2, "expert_epochs": 1, "max_start_epoch": 1},
 }
+
+
+def settings_for(method: str, request: pytest.FixtureRequest) -> dict:
+    """FAST settings, plus the tiny experts for the method that follows them."""
+    experts = {"experts": request.getfixturevalue("tiny_experts").path} if method == "mtt" else {}
+    return {**FAST[method], **experts}
 
 
 def test_every_method_is_covered():
@@ -27,10 +34,10 @@ def test_every_method_is_covered():
 
 
 @pytest.mark.parametrize("method", sorted(FAST))
-def test_method_gives_a_store_that_evaluate_accepts(tiny_store, tmp_path, method, capsys):
+def test_method_gives_a_store_that_evaluate_accepts(tiny_store, tmp_path, method, capsys, request):
     out = tmp_path / method
     saved = api.distill(tiny_store.path, out, method, modalities=("audio", "frame"), ipc=2, seed=1,
-                        progress=False, **FAST[method])
+                        progress=False, **settings_for(method, request))
     again = open_store(out)
     assert again.split_sizes == {"train": 2 * tiny_store.num_classes}
     assert again.split("train").class_counts() == [2] * tiny_store.num_classes

@@ -28,18 +28,25 @@ def parse_lr(pairs: list[str] | None) -> dict[str, float] | None:
 
 SETTING_FLAGS = (
     ("iterations", int, "optimisation iterations (default 5000)"),
-    ("momentum", float, "SGD momentum on the synthetic data (default 0.5)"),
-    ("batch_real", int, "real samples per class per iteration (default 128)"),
+    ("momentum", float, "SGD momentum on the synthetic data and mtt's step size (default 0.5)"),
+    ("batch_real", int, "dm/avdd: real samples per class per iteration (default 128)"),
     ("lambda_base", float, "weight of the per-modality DM term (default 1; 0 switches it off)"),
     ("lambda_jm", float, "weight of joint matching (avdd default 10, dm 0)"),
     ("lambda_mgm", float, "weight of modality-gap matching (avdd default 10, dm 0)"),
-    ("init", str, "initialisation: random or herding (avdd default herding, dm random)"),
+    ("init", str, "initialisation: random or herding (avdd default herding, dm and mtt random)"),
     ("dsa_strategy", str, "augmentation ops joined by _ (default color_crop_cutout_flip_scale_rotate)"),
     ("width", int, "encoder width (default 128)"),
     ("autocast", str, "real-side autocast: auto, off, bf16, fp16 (default auto: bf16 on CUDA, off on CPU)"),
     ("checkpoint_every", int, "iterations between checkpoints (default 100)"),
     ("embed_source", str, "herding/k-center embeddings: trained or random encoders (default trained)"),
     ("embed_epochs", int, "epochs of the embedding network (default 5; cached next to the data store)"),
+    ("experts", str, "mtt (required): expert trajectories from `avdd experts`"),
+    ("syn_steps", int, "mtt: student SGD steps unrolled per iteration (default 20); memory grows linearly with it"),
+    ("batch_syn", int, "mtt: synthetic samples per student step (default 0 = all); memory grows linearly with it"),
+    ("expert_epochs", int, "mtt: expert epochs the student's steps must cover (default 2)"),
+    ("max_start_epoch", int, "mtt: latest expert epoch a student starts from (default 2)"),
+    ("step_size", float, "mtt: the student's initial SGD step size (default: the experts' learning rate)"),
+    ("lr_step_size", float, "mtt: learning rate of log(step size) (default 1e-3)"),
 )
 
 
@@ -62,10 +69,13 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
         "distill", parents=[common], help="distill a store into a few samples per class",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=f"methods:\n{methods}\n\nMethod settings left unset take the method's defaults; a setting "
-                    "the method does not take is an error.",
+                    "the method does not take is an error.\n\nmtt memory: every unrolled student step keeps its "
+                    "activations for the backward pass,\nso memory grows with --syn-steps x --batch-syn; lower them "
+                    "if a run does not fit.",
         epilog="examples:\n  avdd distill --data data/avdigits --method avdd --ipc 1 --modalities audio,frame "
                "--iterations 200 --out runs/avdd-ipc1\n  avdd distill --data data/avdigits --method herding --ipc 10 "
-               "--out runs/herding-ipc10",
+               "--out runs/herding-ipc10\n  avdd distill --data data/avdigits --method mtt --experts runs/experts-av "
+               "--ipc 1 --iterations 200 --syn-steps 20 --out runs/mtt-ipc1",
     )
     p.add_argument("--data", required=True, type=Path, help="real dataset store (its train split is distilled)")
     p.add_argument("--method", required=True, choices=method_names(), metavar="METHOD",
@@ -78,9 +88,10 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: %(default)s)")
     p.add_argument("--factor", action=argparse.BooleanOptionalAction, default=None,
-                   help="factor parametrisation: 4 tiles per stored sample (avdd default on, dm off)")
+                   help="factor parametrisation: 4 tiles per stored sample (avdd default on, dm and mtt off)")
     p.add_argument("--lr", action="append", metavar="MODALITY=LR",
-                   help="synthetic-data learning rate per modality (default 0.2 each); repeat per modality")
+                   help="synthetic-data learning rate per modality (default 0.2 each; mtt 100 each); "
+                        "repeat per modality")
     for name, kind, text in SETTING_FLAGS:
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None, help=text)
     p.add_argument("--eval-every", type=int, default=0,

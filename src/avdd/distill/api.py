@@ -75,7 +75,7 @@ def distill(
     if evaluations:
         synthetic.log["evaluations"] = evaluations
     provenance = {"method": method, "ipc": ipc, "seed": seed, "modalities": list(modalities),
-                  "settings": {k: v for k, v in given.items()}}
+                  "settings": {k: str(v) if isinstance(v, Path) else v for k, v in given.items()}}  # JSON-safe
     saved = save_synthetic(synthetic, out, store, provenance=provenance, overwrite=overwrite)
     checkpoint.unlink(missing_ok=True)
     return saved

@@ -73,7 +73,8 @@ LOG_FILE = "distill_log.json"
 def get_method(name: str) -> MethodEntry:
     """The registered method ``name`` (the built-in methods register themselves on first use)."""
     import avdd.distill.coreset
-    import avdd.distill.dm  # noqa: F401
+    import avdd.distill.dm
+    import avdd.distill.mtt  # noqa: F401
 
     return METHODS.get(name)
 

@@ -63,19 +63,22 @@ class ExpertConfig:
     lr: float = 0.01  # constant SGD learning rate (the MTT reference's lr_teacher)
     batch_size: int = 256  # the MTT reference's batch_train
     fusion: str = "ensemble"
+    width: int = 128  # encoder width (the protocol's); smaller experts are a cheaper, rougher proxy
     float16: bool = False  # save trajectories as float16: half the disk, ~3 significant digits
     seed: int = 0
 
     def __post_init__(self) -> None:
-        bad = [f"{n}={getattr(self, n)}" for n in ("num_experts", "epochs", "batch_size") if getattr(self, n) < 1]
-        if bad or not self.lr > 0:
-            raise AvddError(f"expert settings must be positive: {', '.join(bad or [f'lr={self.lr}'])}")
+        bad = [f"{n}={getattr(self, n)}" for n in ("num_experts", "epochs", "batch_size", "width")
+               if getattr(self, n) < 1]
+        bad += [] if self.lr > 0 else [f"lr={self.lr}"]
+        if bad:
+            raise AvddError(f"expert settings must be positive: {', '.join(bad)}")
 
     def protocol(self) -> EvalConfig:
         """The evaluation protocol with these batches and epochs; its step decay never fires
         (``lr_step`` = ``epochs``): a trajectory is followed with one learnable step size."""
-        return replace(EvalConfig(), modalities=tuple(self.modalities), fusion=self.fusion, epochs=self.epochs,
-                       batch_size=self.batch_size, lr_step=self.epochs, seed=self.seed)
+        return replace(EvalConfig(), modalities=tuple(self.modalities), fusion=self.fusion, width=self.width,
+                       epochs=self.epochs, batch_size=self.batch_size, lr_step=self.epochs, seed=self.seed)
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "modalities": list(self.modalities)}
@@ -206,7 +209,7 @@ class ExpertSet:
     layout: Layout
     data: dict[str, Any]
     files: list[Path]  # the finished experts, in index order
-    _cache: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
+    _cache: dict[int, dict[str, Any]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def open(cls, path: str | Path) -> ExpertSet:
@@ -241,17 +244,25 @@ class ExpertSet:
                 raise AvddError(f"{self.path}: the experts' {m} inputs are {self.data['shapes'][m]}, "
                                 f"{store.path}'s are {list(store.modalities[m].shape)}")
 
-    def trajectory(self, index: int) -> torch.Tensor:
-        """(epochs + 1, P) parameters of finished expert ``index`` (memory-mapped: rows load on use)."""
+    def _load(self, index: int) -> dict[str, Any]:
         if index not in self._cache:
             path = self.files[index]
             try:
-                trajectory = torch.load(path, map_location="cpu", mmap=True, weights_only=True)["trajectory"]
+                saved = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+                trajectory = saved["trajectory"]
             except (OSError, RuntimeError, KeyError, EOFError) as err:
                 raise AvddError(f"{path}: unreadable expert ({err}); delete it and rerun `avdd experts`") from None
             expected = (self.config.epochs + 1, self.num_parameters)
             if tuple(trajectory.shape) != expected:
                 raise AvddError(f"{path}: holds a {list(trajectory.shape)} trajectory, the manifest says "
                                 f"{list(expected)}; delete it and rerun `avdd experts`")
-            self._cache[index] = trajectory
+            self._cache[index] = saved
         return self._cache[index]
+
+    def trajectory(self, index: int) -> torch.Tensor:
+        """(epochs + 1, P) parameters of finished expert ``index`` (memory-mapped: rows load on use)."""
+        return self._load(index)["trajectory"]
+
+    def test_accuracy(self, index: int) -> float | None:
+        """Finished expert ``index``'s accuracy on its data's test split (None without one)."""
+        return self._load(index)["test_accuracy"]

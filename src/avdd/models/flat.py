@@ -19,7 +19,7 @@ Layout = list[tuple[str, tuple[int, ...]]]
 
 
 def parameter_layout(model: nn.Module) -> Layout:
-    """Names and shapes of ``model``'s trainable parameters, in a fixed order.
+    """Names and shapes of ``model``'s parameters (all of them: what an optimizer trains), in order.
 
     Buffers (e.g. batch-norm running statistics) would change during training without being part
     of the vector, so a model with buffers is refused.
@@ -28,13 +28,12 @@ def parameter_layout(model: nn.Module) -> Layout:
     if buffers:
         raise AvddError(f"flat parameter vectors need a model without buffers; this one has {', '.join(buffers)} "
                         "(use instance norm)")
-    return [(name, tuple(p.shape)) for name, p in model.named_parameters() if p.requires_grad]
+    return [(name, tuple(p.shape)) for name, p in model.named_parameters()]
 
 
 def flatten_parameters(model: nn.Module) -> torch.Tensor:
-    """The trainable parameters as one detached float32 vector (logical order, whatever the strides)."""
-    named = dict(model.named_parameters())
-    return torch.cat([named[name].detach().reshape(-1).float() for name, _ in parameter_layout(model)])
+    """The parameters as one detached float32 vector (logical order, whatever the strides)."""
+    return torch.cat([p.detach().reshape(-1).float() for p in model.parameters()])
 
 
 def unflatten(vector: torch.Tensor, layout: Sequence[tuple[str, Sequence[int]]]) -> dict[str, torch.Tensor]:

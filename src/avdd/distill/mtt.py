@@ -1,0 +1,210 @@
+"""Trajectory matching (MTT; Cazenavette et al., CVPR 2022) with the evaluation protocol's networks.
+
+Each iteration picks an expert and a start epoch t ≤ max_start_epoch (drawn from a generator
+keyed by (seed, iteration), so a resumed run picks what an uninterrupted one does), starts a
+student at the expert's parameters θ_t, and takes N differentiable SGD steps on augmented
+minibatches of the synthetic set with a learnable step size α = exp(log α). The loss is
+
+    ‖θ_N − θ_{t+M}‖² / ‖θ_t − θ_{t+M}‖²
+
+(M = expert_epochs). The synthetic data (a learning rate per modality) and log α (its own
+learning rate) take SGD steps with momentum. The student is the AVClassifier the evaluation
+trains, called through ``torch.func.functional_call`` on one flat vector of all its trainable
+parameters: for audio-visual, both encoders and the fusion head.
+
+Memory: the backward pass needs every unrolled step's activations (of ``batch_syn`` samples) and
+parameter vector, so memory grows with ``syn_steps`` × ``batch_syn`` (benchmarks/mtt_memory.py).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.func import functional_call
+
+from avdd.data.augment import REFERENCE_STRATEGY
+from avdd.data.store import Split, Store
+from avdd.distill.base import METHODS, MethodEntry, SyntheticSet
+from avdd.distill.experts import ExpertSet
+from avdd.distill.synthetic import SyntheticRun, finish, init_order
+from avdd.errors import AvddError
+from avdd.evaluate.recognition import protocol_network
+from avdd.models.flat import Layout, parameter_layout, unflatten
+from avdd.models.fusion import AVClassifier, fusion_loss
+from avdd.seeding import generator
+
+
+@dataclass(frozen=True)
+class MTTConfig:
+    """Settings of a trajectory-matching run (defaults: see the README's MTT section)."""
+
+    experts: str = ""  # directory written by `avdd experts`
+    iterations: int = 5000
+    lr: dict[str, float] = field(default_factory=lambda: {"audio": 100.0, "frame": 100.0})
+    momentum: float = 0.5
+    syn_steps: int = 20  # N: unrolled student steps per iteration (memory grows with it)
+    expert_epochs: int = 2  # M: the student's target is M epochs after its start
+    max_start_epoch: int = 2  # start epochs are drawn from 0..max_start_epoch
+    batch_syn: int = 0  # synthetic samples per student step; 0 = all of them
+    step_size: float | None = None  # the student's initial step size; None = the experts' SGD rate
+    lr_step_size: float = 1e-3  # learning rate of log(step size)
+    factor: bool = False
+    init: str = "random"  # "random" real samples, or "herding" order
+    dsa_strategy: str = REFERENCE_STRATEGY
+    checkpoint_every: int = 100
+
+    def __post_init__(self) -> None:
+        positive = ("iterations", "syn_steps", "expert_epochs", "checkpoint_every")
+        bad = [f"{n}={getattr(self, n)}" for n in positive if getattr(self, n) < 1]
+        bad += [f"{n}={getattr(self, n)}" for n in ("max_start_epoch", "batch_syn") if getattr(self, n) < 0]
+        if self.step_size is not None and not self.step_size > 0:
+            bad.append(f"step_size={self.step_size}")
+        if bad:
+            raise AvddError(f"invalid MTT settings: {', '.join(bad)}")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def trajectory_loss(student: torch.Tensor, start: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """‖student − target‖² / ‖start − target‖²: 1 where the student did not move, 0 on target."""
+    return ((student - target) ** 2).sum() / ((start - target) ** 2).sum()
+
+
+def student_step(
+    model: AVClassifier, layout: Layout, params: torch.Tensor, inputs: dict[str, torch.Tensor],
+    labels: torch.Tensor, step_size: torch.Tensor,
+) -> torch.Tensor:
+    """One SGD step of ``model`` at the flat parameters ``params``: params − step_size · ∇loss,
+    differentiable in ``params``, ``inputs`` and ``step_size`` (the graph is kept)."""
+    loss = fusion_loss(functional_call(model, unflatten(params, layout), (inputs,)), labels)
+    (grad,) = torch.autograd.grad(loss, params, create_graph=True)
+    return params - step_size * grad
+
+
+class TrajectoryRun(SyntheticRun):
+    """The state of one MTT distillation: synthetic tensors, log step size, optimizer, iteration."""
+
+    config: MTTConfig
+
+    def __init__(
+        self,
+        train: Split,
+        modalities: Sequence[str],
+        ipc: int,
+        seed: int,
+        config: MTTConfig,
+        experts: ExpertSet,
+        device: torch.device | str = "cpu",
+        init_order: list[np.ndarray] | None = None,
+    ) -> None:
+        super().__init__(train, modalities, ipc, seed, config, device, init_order)
+        experts.check_data(train.store, self.modalities)
+        last = config.max_start_epoch + config.expert_epochs
+        if last > experts.config.epochs:
+            raise AvddError(f"--max-start-epoch {config.max_start_epoch} + --expert-epochs {config.expert_epochs} = "
+                            f"{last} is beyond the {experts.config.epochs} epochs the experts in {experts.path} "
+                            "saved; lower them or train longer experts")
+        self.experts = experts
+        # the student's own parameters are never used: functional_call substitutes the flat vector
+        self.model = protocol_network(train.store, experts.config.protocol(), generator(seed, "student"),
+                                      self.device).requires_grad_(False)
+        self.layout = experts.layout
+        if [(n, tuple(s)) for n, s in parameter_layout(self.model)] != self.layout:
+            raise AvddError(f"{experts.path}: the experts' parameters do not fit this avdd's network "
+                            "(trained by another version?); train the experts again")
+        initial = config.step_size or experts.config.lr
+        self.log_step = torch.tensor(math.log(initial), device=self.device, requires_grad=True)
+        self.optimizer.add_param_group({"params": [self.log_step], "lr": config.lr_step_size})
+        self.syn_labels = torch.tensor(self.classes, device=self.device).repeat_interleave(ipc * self.tiles)
+
+    def _minibatches(self) -> list[torch.Tensor]:
+        """Indices into the decoded synthetic set for each student step: consecutive chunks of
+        random permutations (a new one when a permutation runs out)."""
+        n = len(self.syn_labels)
+        g = generator(self.seed, "minibatch", self.iteration)
+        batches: list[torch.Tensor] = []
+        while len(batches) < self.config.syn_steps:
+            batches += torch.randperm(n, generator=g).split(self.config.batch_syn or n)
+        return [b.to(self.device) for b in batches[: self.config.syn_steps]]
+
+    def segment(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This iteration's expert parameters at the start epoch and M epochs later (float32, on device)."""
+        g = generator(self.seed, "trajectory", self.iteration)
+        expert = int(torch.randint(len(self.experts.files), (1,), generator=g))
+        start = int(torch.randint(self.config.max_start_epoch + 1, (1,), generator=g))
+        trajectory = self.experts.trajectory(expert)
+        rows = trajectory[[start, start + self.config.expert_epochs]]
+        theta = rows.to(self.device, torch.float32)
+        return theta[0], theta[1]
+
+    def objective(self) -> tuple[dict[str, float], torch.Tensor]:
+        start, target = self.segment()
+        syn = self.synthetic_inputs()
+        augment = generator(self.seed, "dsa", self.iteration)
+        step_size = self.log_step.exp()
+        params = start.clone().requires_grad_(True)
+        for index in self._minibatches():
+            batch = {m: self.dsa(x[index], augment) for m, x in syn.items()}
+            params = student_step(self.model, self.layout, params, batch, self.syn_labels[index], step_size)
+        loss = trajectory_loss(params, start, target)
+        return {"trajectory": float(loss.detach())}, loss
+
+    def learned(self) -> dict[str, torch.Tensor]:
+        return {**super().learned(), "the step size": self.log_step}
+
+    def monitored(self) -> dict[str, float]:
+        return {"step_size": float(self.log_step.detach().exp())}
+
+    def run_settings(self) -> dict[str, Any]:
+        return {**super().run_settings(), "experts_used": len(self.experts.files)}
+
+    def state(self) -> dict[str, Any]:
+        return {**super().state(), "log_step_size": self.log_step.detach().cpu()}
+
+    def load_state(self, path: Path) -> dict[str, Any]:
+        state = super().load_state(path)
+        with torch.no_grad():
+            self.log_step.copy_(state["log_step_size"])
+        return state
+
+
+SETTINGS = ("experts", "iterations", "lr", "momentum", "syn_steps", "expert_epochs", "max_start_epoch", "batch_syn",
+            "step_size", "lr_step_size", "factor", "init", "dsa_strategy", "checkpoint_every", "embed_source",
+            "embed_epochs")
+
+
+def mtt_config(settings: dict[str, Any]) -> MTTConfig:
+    """The defaults overridden by ``settings`` (None = keep the default); ``experts`` is required."""
+    given = {k: v for k, v in settings.items() if v is not None and k not in ("embed_source", "embed_epochs")}
+    if not given.get("experts"):
+        raise AvddError("method 'mtt' needs --experts DIR (expert trajectories; train them with `avdd experts`)")
+    given["experts"] = str(Path(given["experts"]).resolve())
+    given["lr"] = {**MTTConfig().lr, **given.get("lr", {})}
+    return MTTConfig(**given)
+
+
+def _mtt(
+    store: Store, *, modalities: Sequence[str], ipc: int, seed: int, device: torch.device, progress: bool,
+    checkpoint: Path | None = None, resume: bool = False,
+    on_iteration: Callable[[TrajectoryRun], None] | None = None, **settings: Any,
+) -> SyntheticSet:
+    config = mtt_config(settings)
+    experts = ExpertSet.open(config.experts)
+    order = init_order(store, modalities, ipc, config, settings, device, progress)
+    run = TrajectoryRun(store.split("train"), modalities, ipc, seed, config, experts, device, order)
+    synthetic = finish(run, checkpoint=checkpoint, resume=resume, progress=progress, on_iteration=on_iteration,
+                       details={"mtt": config.to_json()})
+    synthetic.details["mtt"].update(experts_used=len(experts.files), expert_settings=experts.config.to_json(),
+                                    final_step_size=run.monitored()["step_size"])
+    return synthetic
+
+
+METHODS.add("mtt", MethodEntry(_mtt, SETTINGS, "trajectory matching: follow expert training trajectories "
+                                               "(needs --experts from `avdd experts`)"))
