@@ -46,7 +46,7 @@ SETTING_FLAGS = (
     ("expert_epochs", int, "mtt: expert epochs the student's steps must cover (default 2)"),
     ("max_start_epoch", int, "mtt: latest expert epoch a student starts from (default 2)"),
     ("step_size", float, "mtt: the student's initial SGD step size (default: the experts' learning rate)"),
-    ("lr_step_size", float, "mtt: learning rate of log(step size) (default 1e-3)"),
+    ("lr_step_size", float, "mtt: learning rate of log(step size) (default 0.1)"),
 )
 
 
@@ -90,7 +90,7 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--factor", action=argparse.BooleanOptionalAction, default=None,
                    help="factor parametrisation: 4 tiles per stored sample (avdd default on, dm and mtt off)")
     p.add_argument("--lr", action="append", metavar="MODALITY=LR",
-                   help="synthetic-data learning rate per modality (default 0.2 each; mtt 100 each); "
+                   help="synthetic-data learning rate per modality (default 0.2 each; mtt 1000 each); "
                         "repeat per modality")
     for name, kind, text in SETTING_FLAGS:
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None, help=text)
