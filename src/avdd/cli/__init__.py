@@ -10,10 +10,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from avdd.cli import data, demo, distill, evaluate, prepare, retrieve
+from avdd.cli import data, demo, distill, evaluate, prepare, retrieve, run
 from avdd.errors import AvddError
 
-VERB_MODULES = (data, prepare, distill, evaluate, retrieve, demo)
+VERB_MODULES = (data, prepare, distill, evaluate, retrieve, run, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
