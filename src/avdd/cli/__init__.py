@@ -10,10 +10,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from avdd.cli import data, demo, distill, evaluate, prepare, retrieve, run
+from avdd.cli import data, demo, distill, evaluate, listen, prepare, report, retrieve, run
 from avdd.errors import AvddError
 
-VERB_MODULES = (data, prepare, distill, evaluate, retrieve, run, demo)
+VERB_MODULES = (data, prepare, distill, evaluate, retrieve, run, report, listen, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

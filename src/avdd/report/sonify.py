@@ -7,10 +7,18 @@ agrees to a few percent on real recordings; see tests/test_sonify.py for the bou
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import torch
 
-from avdd.data.audio import CLIP_SAMPLES, HOP_LENGTH, SAMPLE_RATE, istft, mel_bank, stft
+from avdd.data.audio import CLIP_SAMPLES, HOP_LENGTH, N_MELS, SAMPLE_RATE, istft, mel_bank, stft, write_wav
+from avdd.data.store import Store
+from avdd.errors import AvddError
+from avdd.report.samples import training_samples
 from avdd.seeding import generator
+
+AUDIO = "audio"  # the modality holding the front end's log-mel spectrograms
 
 
 def db_to_power(db: torch.Tensor) -> torch.Tensor:
@@ -64,3 +72,40 @@ def spectrogram_to_waveform(
     length = (db.shape[-1] - 1) * HOP_LENGTH  # centred frames: frames = 1 + samples // hop
     waveform = griffin_lim(magnitude, iterations, seed=seed, length=length)
     return waveform.reshape(*batch_shape, waveform.shape[-1])
+
+
+def check_audible(store: Store) -> None:
+    """Only the front end's spectrograms can be turned back into sound."""
+    if AUDIO not in store.modalities:
+        raise AvddError(f"{store.path}: no {AUDIO!r} modality to listen to (it has: {', '.join(store.modalities)})")
+    shape = store.modalities[AUDIO].shape
+    if len(shape) != 3 or shape[:2] != (1, N_MELS):
+        raise AvddError(f"{store.path}: audio of shape {list(shape)} is not a front-end log-mel spectrogram "
+                        f"(1, {N_MELS}, frames); cannot invert it")
+
+
+def clip_name(class_index: int, class_name: str, sample: int) -> str:
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", class_name).strip("_") or "class"
+    return f"{class_index:03d}-{slug}-{sample}.wav"
+
+
+def write_clips(store: Store, out: Path, *, max_per_class: int | None = None, iterations: int = 100,
+                seed: int = 0) -> list[list[Path]]:
+    """Every training spectrogram of ``store`` (a factorised set's tiles decoded into samples, as in
+    the figures) as a 16-bit WAV at the front end's sample rate; per class, the files written.
+    A clip louder than full scale is scaled down to fit rather than clipped."""
+    check_audible(store)
+    samples = training_samples(store, [AUDIO], max_per_class)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for c, (name, per_class) in enumerate(zip(samples.class_names, samples.samples, strict=True)):
+        paths: list[Path] = []
+        written.append(paths)
+        if not len(per_class[AUDIO]):
+            continue
+        waves = spectrogram_to_waveform(per_class[AUDIO], iterations=iterations, seed=seed)
+        for k, wave in enumerate(waves):
+            path = out / clip_name(c, name, k)
+            write_wav(path, wave / max(1.0, float(wave.abs().max()) / 0.99), SAMPLE_RATE)
+            paths.append(path)
+    return written
