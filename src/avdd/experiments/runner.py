@@ -136,7 +136,8 @@ class Runner:
                            {"data": self.data_key, "modalities": list(cell.modalities), **block.pop(name)})
                       for name in STEPS if name in block)
         settings = {k: v for k, v in view["distill"].items() if k in taken} | block | cell.method_settings()
-        intermediate = view["intermediate"] if view["intermediate"]["every"] else None
+        # only iterative methods (those with iterations) evaluate while distilling
+        intermediate = view["intermediate"] if view["intermediate"]["every"] and "iterations" in taken else None
         return Step("sets", f"{cell.method}-ipc{cell.ipc}-{'+'.join(cell.modalities)}-s{cell.seed}",
                     {"data": self.data_key, "method": cell.method, "ipc": cell.ipc, "seed": cell.seed,
                      "modalities": list(cell.modalities), "settings": settings, "intermediate": intermediate},

@@ -117,9 +117,9 @@ def set_section(store: Store, out: Path, name: str, *, projection: str = "pca", 
     except AvddError as err:
         notes.append(f"no projection: {err}")
     log = json.loads((store.path / LOG_FILE).read_text()) if (store.path / LOG_FILE).is_file() else {}
-    if loss_figure(log, folder / "losses.png", f"loss terms: {describe(store)}"):
+    if loss_figure(log, folder / "losses.png", f"loss per term: {short_name(store)}"):
         figures.append(("loss per term and iteration", f"{rel}/losses.png"))
-    if accuracy_figure(log, folder / "accuracy.png", f"accuracy while distilling: {describe(store)}"):
+    if accuracy_figure(log, folder / "accuracy.png", f"accuracy while distilling: {short_name(store)}"):
         figures.append(("test accuracy of the set while it was distilled", f"{rel}/accuracy.png"))
     elif log.get("losses"):
         notes.append("no accuracy-vs-iteration figure: distilled without intermediate evaluations "

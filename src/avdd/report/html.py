@@ -22,6 +22,7 @@ table.samples { border-collapse: collapse; }
 table.samples th { text-align: right; padding-right: .6em; font-weight: 600; }
 table.samples td { text-align: center; padding: 4px 6px; border-left: 1px solid #eee; }
 table.samples img { image-rendering: pixelated; display: block; margin: 2px auto; height: 96px; }
+table.samples img.audio { width: 120px; height: 128px; }
 audio { width: 160px; height: 28px; }
 .note { color: #777; font-size: 14px; }
 """
@@ -48,7 +49,7 @@ class Section:
 
 
 def _sample_cell(sample: Sample) -> str:
-    parts = [f"<img src='{html.escape(path)}' alt='{html.escape(m)}' title='{html.escape(m)}'>"
+    parts = [f"<img class='{html.escape(m)}' src='{html.escape(path)}' alt='{html.escape(m)}' title='{html.escape(m)}'>"
              for m, path in sample.images]
     if sample.sound:
         parts.append(f"<audio controls preload='none' src='{html.escape(sample.sound)}'></audio>")
