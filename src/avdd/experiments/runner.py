@@ -151,15 +151,15 @@ class Runner:
                              "retrieval": extra})
 
     # -- running ---------------------------------------------------------------------------------
-    def ensure(self, step: Step) -> tuple[Path, bool]:
-        """The step's output, run now unless it exists (second value: it was cached)."""
+    def ensure(self, step: Step) -> Path:
+        """The step's output, run now (after the steps it needs) unless it exists."""
         path = step.path(self.out)
         if step.key in self.failed:
             raise AvddError(self.failed[step.key])
         if path.exists():
-            return path, True
+            return path
         try:
-            needed = {s.kind: str(self.ensure(s)[0]) for s in step.needs}
+            needed = {s.kind: str(self.ensure(s)) for s in step.needs}
             self.log(f"  {step.kind}/{path.name} …")
             start = time.perf_counter()
             self.run_step(step, path, needed)
@@ -167,7 +167,7 @@ class Runner:
         except Exception as err:  # a cell's failure, not the run's
             self.failed[step.key] = str(err) or type(err).__name__
             raise
-        return path, False
+        return path
 
     def run_step(self, step: Step, path: Path, needed: Mapping[str, str]) -> None:
         s = step.settings
@@ -201,7 +201,7 @@ class Runner:
         if distilled is None:
             train, outcome.set = self.store, None
         else:
-            path, _ = self.ensure(distilled)
+            path = self.ensure(distilled)
             train, outcome.set = open_store(path), str(path.relative_to(self.out))
         self.log(f"  {view['evaluation']} …")
         outcome.metrics, result = EVALUATIONS[view["evaluation"]](train, self.store, self.experiment, config,

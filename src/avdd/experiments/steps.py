@@ -15,10 +15,10 @@ from typing import Any
 from avdd.data.store import Store
 from avdd.errors import AvddError
 
-Step = Callable[..., None]
+StepFunction = Callable[..., None]
 
 
-def _module_function(module: str, function: str, what: str) -> Step:
+def _module_function(module: str, function: str, what: str) -> StepFunction:
     try:
         return getattr(importlib.import_module(module), function)
     except ModuleNotFoundError as err:
@@ -36,4 +36,4 @@ def train_experts(store: Store, out: Path, *, modalities: Sequence[str], device:
     run(store.path, out, modalities=tuple(modalities), device=device, progress=progress, **settings)
 
 
-STEPS: dict[str, Step] = {"experts": train_experts}
+STEPS: dict[str, StepFunction] = {"experts": train_experts}
