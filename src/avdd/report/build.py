@@ -61,21 +61,41 @@ def source_of(store: Store) -> Store:
     return open_store(path)
 
 
-def projection_points(store: Store, samples: ClassSamples, method: str, real_per_class: int,
-                      device: str) -> dict[str, tuple[torch.Tensor, ...]]:
+def stacked(samples: ClassSamples, modality: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """All classes' samples of one modality in one tensor, and their labels."""
+    x = torch.cat([per_class[modality] for per_class in samples.samples])
+    labels = torch.cat([torch.full((len(per_class[modality]),), c) for c, per_class in enumerate(samples.samples)])
+    return x, labels
+
+
+class RealEmbeddings:
+    """Embeddings of a seeded subset of a real store's training samples, computed once per store and
+    modality (every set of a run is drawn against the same real points)."""
+
+    def __init__(self, per_class: int = 50, device: str = "cpu") -> None:
+        self.per_class, self.device = per_class, device
+        self._cache: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def get(self, real: Store, modality: str) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (str(real.path.resolve()), modality)
+        if key not in self._cache:
+            x, labels = stacked(training_samples(real, [modality], self.per_class, shuffle_seed=0), modality)
+            features = random_encoder_features(real.modalities[modality], modality, x, device=self.device)
+            self._cache[key] = features, labels
+        return self._cache[key]
+
+
+def projection_points(store: Store, samples: ClassSamples, method: str,
+                      reals: RealEmbeddings) -> dict[str, tuple[torch.Tensor, ...]]:
     """Per modality, 2-D coordinates and labels of real training samples and the set's samples."""
-    real = training_samples(source_of(store), list(store.modalities), real_per_class, shuffle_seed=0)
+    real = source_of(store)
     points = {}
     for m, spec in store.modalities.items():
-        def stacked(s: ClassSamples, m: str = m) -> tuple[torch.Tensor, torch.Tensor]:
-            x = torch.cat([per_class[m] for per_class in s.samples])
-            labels = torch.cat([torch.full((len(per_class[m]),), c) for c, per_class in enumerate(s.samples)])
-            return x, labels
-
-        (xr, yr), (xs, ys) = stacked(real), stacked(samples)
-        features = [random_encoder_features(spec, m, x, device=device) for x in (xr, xs)]
-        real_xy, syn_xy = project(*features, method=method)
-        points[m] = (real_xy, yr, syn_xy, ys)
+        real_features, real_labels = reals.get(real, m)
+        x, labels = stacked(samples, m)
+        real_xy, syn_xy = project(real_features, random_encoder_features(spec, m, x, device=reals.device),
+                                  method=method)
+        points[m] = (real_xy, real_labels, syn_xy, labels)
     return points
 
 
@@ -99,8 +119,8 @@ def thumbnails(store: Store, samples: ClassSamples, folder: Path, rel: str,
     return classes
 
 
-def set_section(store: Store, out: Path, name: str, *, projection: str = "pca", max_per_class: int = 8,
-                real_per_class: int = 50, device: str = "cpu", summary: Sequence[str] = ()) -> Section:
+def set_section(store: Store, out: Path, name: str, reals: RealEmbeddings, *, projection: str = "pca",
+                max_per_class: int = 8, summary: Sequence[str] = ()) -> Section:
     """Figures, thumbnails and sounds of one set under ``out/sets/name``; its section of the page."""
     folder, rel = out / "sets" / name, f"sets/{name}"
     samples = training_samples(store, max_per_class=max_per_class)
@@ -109,7 +129,7 @@ def set_section(store: Store, out: Path, name: str, *, projection: str = "pca", 
         class_grid(samples, store, m, folder / f"{m}_grid.png", f"{m}: {short_name(store)}")
         figures.append((f"{m}: training samples per class (denormalised)", f"{rel}/{m}_grid.png"))
     try:
-        points = projection_points(store, samples, projection, real_per_class, device)
+        points = projection_points(store, samples, projection, reals)
         projection_figure(points, store.class_names, folder / "projection.png",
                           f"{projection.upper()} of random-ConvNet embeddings: real vs synthetic")
         caption = f"{projection.upper()}: real (dots) vs synthetic (stars) per modality"
@@ -157,27 +177,28 @@ def build_report(path: str | Path, out: str | Path, *, projection: str = "pca", 
     """Write ``out/report.html`` (and its files) for a run directory or a distilled set."""
     path, out = Path(path), Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    reals = RealEmbeddings(device=device)
     if (path / RESULTS).is_file():
         results = json.loads((path / RESULTS).read_text())
         experiment = results["experiment"]
         layout = experiment["table"]
         table = build_table(results["cells"], layout["rows"], layout["columns"], results["title"])
         failed = sum(c["status"] != "done" for c in results["cells"])
-        intro = [experiment.get("description") or "", f"run directory: {path.resolve()}",
+        grid = " × ".join(f"{axis} {list(values)}" for axis, values in experiment["grid"].items())
+        intro = [experiment.get("description") or "", f"this run's grid: {grid}", f"run directory: {path.resolve()}",
                  f"{len(results['cells'])} cells, {failed} failed (see results.json)"]
         sections = []
         for set_path, cells in run_sets(results["cells"]).items():
             log(f"report: {set_path}")
-            sections.append(set_section(open_store(path / set_path), out, Path(set_path).name, projection=projection,
-                                        max_per_class=max_per_class, device=device,
+            sections.append(set_section(open_store(path / set_path), out, Path(set_path).name, reals,
+                                        projection=projection, max_per_class=max_per_class,
                                         summary=[cell_line(c) for c in cells]))
         page = render_page(f"avdd report: {results['title']}", [line for line in intro if line], [to_html(table)],
                            sections)
     else:
         store = open_store(path)
         log(f"report: {path}")
-        section = set_section(store, out, path.name, projection=projection, max_per_class=max_per_class,
-                              device=device)
+        section = set_section(store, out, path.name, reals, projection=projection, max_per_class=max_per_class)
         page = render_page(f"avdd report: {path.name}", [f"set: {path.resolve()}"], [], [section])
     (out / REPORT).write_text(page)
     return out / REPORT

@@ -11,12 +11,18 @@ PROJECTIONS = ("pca", "tsne")
 
 
 def pca_fit(x: torch.Tensor, k: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and the top ``k`` principal axes (rows) of ``x`` (N, D); each axis's sign is fixed so
-    its largest loading is positive (SVD signs are arbitrary)."""
+    """Mean and the top ``k`` principal axes (rows) of ``x`` (N, D), from the eigenvectors of the
+    smaller of the Gram (N×N) and covariance (D×D) matrices — embeddings have D in the thousands.
+    Each axis's sign is fixed so its largest loading is positive (eigenvector signs are arbitrary)."""
     x = x.double()
     mean = x.mean(dim=0)
-    _, _, vh = torch.linalg.svd(x - mean, full_matrices=False)
-    axes = vh[:k]
+    centred = x - mean
+    if len(x) < x.shape[1]:
+        vectors = torch.linalg.eigh(centred @ centred.T)[1]
+        axes = (centred.T @ vectors[:, -k:].flip(1)).T
+        axes = axes / axes.norm(dim=1, keepdim=True).clamp_min(1e-300)
+    else:
+        axes = torch.linalg.eigh(centred.T @ centred)[1][:, -k:].flip(1).T
     signs = torch.sign(axes.gather(1, axes.abs().argmax(dim=1, keepdim=True)))
     return mean, axes * signs
 

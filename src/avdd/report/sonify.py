@@ -25,7 +25,7 @@ def db_to_power(db: torch.Tensor) -> torch.Tensor:
     return torch.pow(10.0, db / 10.0)
 
 
-def mel_to_linear(mel_power: torch.Tensor, sample_rate: int = SAMPLE_RATE, iterations: int = 200) -> torch.Tensor:
+def mel_to_linear(mel_power: torch.Tensor, sample_rate: int = SAMPLE_RATE, iterations: int = 50) -> torch.Tensor:
     """(B, n_mels, frames) mel power -> (B, n_freqs, frames) non-negative linear power.
 
     A non-negative least-squares fit of ``power @ bank = mel`` (more frequency bins than mel bands,
