@@ -10,7 +10,7 @@ from avdd.data.audio import (
     read_wav,
     write_wav,
 )
-from avdd.report.sonify import db_to_power, mel_to_linear, spectrogram_to_waveform
+from avdd.report.sonify import audible_range, db_to_power, mel_to_linear, spectrogram_to_waveform
 
 
 def recordings(data_root, n=4):
@@ -46,6 +46,16 @@ def test_batched_inversion_matches_one_by_one(data_root):
     batched = spectrogram_to_waveform(dbs, iterations=5)
     assert batched.shape == (2, SAMPLE_RATE)
     torch.testing.assert_close(batched[1], spectrogram_to_waveform(dbs[1], iterations=5), atol=1e-4, rtol=1e-4)
+
+
+def test_values_no_waveform_can_have_are_clamped(data_root):
+    # distilled spectrograms drift far outside the data (hundreds of dB: past float32 as power)
+    db = clip_to_spectrogram(*read_wav(recordings(data_root)[0]))
+    db[..., :10], db[..., 10:20] = 400.0, -300.0
+    low, high = audible_range()
+    assert low == -100.0 and 40.0 < high < 60.0
+    waveform = spectrogram_to_waveform(db, iterations=10)
+    assert torch.isfinite(waveform).all() and waveform.abs().max() > 0
 
 
 def test_written_wav_reads_back(tmp_path):

@@ -7,12 +7,24 @@ agrees to a few percent on real recordings; see tests/test_sonify.py for the bou
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
 import torch
 
-from avdd.data.audio import CLIP_SAMPLES, HOP_LENGTH, N_MELS, SAMPLE_RATE, istft, mel_bank, stft, write_wav
+from avdd.data.audio import (
+    AMIN,
+    CLIP_SAMPLES,
+    HOP_LENGTH,
+    N_FFT,
+    N_MELS,
+    SAMPLE_RATE,
+    istft,
+    mel_bank,
+    stft,
+    write_wav,
+)
 from avdd.data.store import Store
 from avdd.errors import AvddError
 from avdd.report.samples import training_samples
@@ -62,12 +74,25 @@ def griffin_lim(
     return istft(magnitude * angles, length)
 
 
+def audible_range(sample_rate: int = SAMPLE_RATE) -> tuple[float, float]:
+    """The dB values a waveform in [-1, 1] can give: the front end's floor, and a bound above (every
+    bin of the widest band at the largest magnitude such a waveform has, the window's sum; a
+    full-scale sinusoid reaches about 10 dB less)."""
+    bank = mel_bank(sample_rate).to(torch.float64)
+    window_sum = torch.hann_window(N_FFT, periodic=True, dtype=torch.float64).sum()
+    return 10 * math.log10(AMIN), float(10 * torch.log10(window_sum**2 * bank.sum(dim=0).max()))
+
+
 def spectrogram_to_waveform(
     db: torch.Tensor, sample_rate: int = SAMPLE_RATE, iterations: int = 100, seed: int = 0
 ) -> torch.Tensor:
-    """(..., 1, n_mels, frames) log-mel in dB (the stored units) -> (..., samples) waveform."""
+    """(..., 1, n_mels, frames) log-mel in dB (the stored units) -> (..., samples) waveform.
+
+    Values no waveform can produce (synthetic sets drift there: below the floor, or hundreds of dB
+    above full scale, beyond float32) are clamped to :func:`audible_range` first."""
     batch_shape = db.shape[:-3]
-    mel = db_to_power(db.reshape(-1, *db.shape[-2:]).to(torch.float32))
+    low, high = audible_range(sample_rate)
+    mel = db_to_power(db.reshape(-1, *db.shape[-2:]).to(torch.float32).clamp(low, high))
     magnitude = mel_to_linear(mel, sample_rate).sqrt()
     length = (db.shape[-1] - 1) * HOP_LENGTH  # centred frames: frames = 1 + samples // hop
     waveform = griffin_lim(magnitude, iterations, seed=seed, length=length)
