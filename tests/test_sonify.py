@@ -13,7 +13,7 @@ from avdd.data.audio import (
 from avdd.report.sonify import audible_range, db_to_power, mel_to_linear, spectrogram_to_waveform
 
 
-def recordings(data_root, n=4):
+def recordings(data_root, n=3):
     return sorted((data_root / "fsdd" / "recordings").glob("*.wav"))[::751][:n]
 
 
