@@ -81,12 +81,15 @@ def serial_set(source: Store, tmp_path_factory: pytest.TempPathFactory) -> Store
                            seed=3, progress=False, **SETTINGS)
 
 
-def assert_same_set(got: Path, want: Store) -> None:
-    got_store = open_store(got)
+def assert_same_arrays(got: Path, want: Store) -> None:
     for key in (*AV, "labels"):
         a, b = np.load(got / f"train_{key}.npy"), np.load(want.path / f"train_{key}.npy")
         assert a.dtype == b.dtype and np.array_equal(a, b), key
-    got_provenance, want_provenance = dict(got_store.provenance), dict(want.provenance)
+
+
+def assert_same_set(got: Path, want: Store) -> None:
+    assert_same_arrays(got, want)
+    got_provenance, want_provenance = dict(open_store(got).provenance), dict(want.provenance)
     assert (got_provenance.pop("world_size"), want_provenance.pop("world_size")) == (2, 1)
     assert got_provenance == want_provenance
 
@@ -126,6 +129,17 @@ def test_a_killed_rank_is_resumed_by_rerunning_the_command(source, serial_set, t
     assert rerun.returncode == 0, rerun.stderr
     assert_same_set(out, serial_set)
     assert not leftovers(out)
+
+
+def test_a_coreset_is_selected_by_the_main_process_alone(source, tmp_path):
+    out = tmp_path / "herding"
+    done = torchrun("distill", "--data", str(source.path), "--out", str(out), "--method", "herding", "--ipc", "3",
+                    "--embed-source", "random", "--device", "cpu", "-q")
+    assert done.returncode == 0, done.stderr
+    serial = api.distill(source.path, tmp_path / "serial", "herding", modalities=AV, ipc=3, progress=False,
+                         embed_source="random")
+    assert open_store(out).provenance["selection"] == serial.provenance["selection"]
+    assert_same_arrays(out, serial)
 
 
 def test_distributed_evaluation_equals_serial(source, serial_set, tmp_path):
