@@ -8,6 +8,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from avdd.data.sources import DATASETS
 from avdd.data.store import Store, open_store
 from avdd.distill.api import distill
@@ -42,7 +44,7 @@ def ensure_avdigits(path: Path, progress: bool) -> Store:
 
 
 def run_demo(workdir: Path, settings: DemoSettings = DemoSettings(), progress: bool = True,
-             data: Store | None = None) -> list[dict[str, Any]]:
+             data: Store | None = None, device: str | torch.device | None = "cpu") -> list[dict[str, Any]]:
     """Rows of {method, ipc, mean, std, runs} on ``data`` (default: avdigits, built in ``workdir``);
     finished sets and results in ``workdir`` are reused."""
     data = data or ensure_avdigits(workdir / "avdigits", progress)
@@ -53,9 +55,9 @@ def run_demo(workdir: Path, settings: DemoSettings = DemoSettings(), progress: b
         out, result_file = workdir / "sets" / name, workdir / "results" / f"{name}.json"
         if not out.exists():
             distill(data.path, out, method, modalities=config.modalities, ipc=settings.ipc, seed=settings.seed,
-                    progress=progress, resume=True, **settings.method_settings(method))
+                    device=device, progress=progress, resume=True, **settings.method_settings(method))
         if not result_file.exists():
-            result = evaluate_recognition(out, data, config, progress=progress).to_json()
+            result = evaluate_recognition(out, data, config, device=device, progress=progress).to_json()
             result_file.parent.mkdir(parents=True, exist_ok=True)
             result_file.write_text(json.dumps(result, indent=2) + "\n")
         accuracy = json.loads(result_file.read_text())["accuracy"]
