@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from avdd.data.store import Store
 from avdd.experiments.config import Experiment, resolve
 from avdd.experiments.runner import Log, Outcome, run_experiment
@@ -41,7 +43,7 @@ class DemoSettings:
 
 
 def run_demo(workdir: Path, settings: DemoSettings = DemoSettings(), progress: bool = True,
-             data: Store | None = None, log: Log = print) -> list[Outcome]:
+             data: Store | None = None, device: str | torch.device | None = "cpu", log: Log = print) -> list[Outcome]:
     """Every method on ``data`` (default: avdigits, built in ``workdir``), run into ``workdir``."""
     experiment = settings.experiment(data.name if data else "avdigits", data.path if data else workdir / "avdigits")
-    return run_experiment(experiment, workdir, progress=progress, log=log)
+    return run_experiment(experiment, workdir, device=device, progress=progress, log=log)

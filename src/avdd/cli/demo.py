@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from avdd.cli.common import add_device_option
+from avdd.device import resolve_device
 from avdd.experiments.runner import TABLES
 from avdd.quickstart import DemoSettings, run_demo
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     settings = DemoSettings(ipc=args.ipc, iterations=args.iterations, num_eval=args.num_eval, seed=args.seed)
-    outcomes = run_demo(args.workdir, settings, progress=not args.quiet,
+    outcomes = run_demo(args.workdir, settings, progress=not args.quiet, device=resolve_device(args.device),
                         log=(lambda line: None) if args.quiet else print)
     print(f"avdigits, audio+frame, ensemble head; DM/AVDD {settings.iterations} iterations "
           f"(real batch {settings.batch_real})\n")
@@ -32,4 +34,5 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--iterations", type=int, default=d.iterations, help="DM/AVDD iterations (default: %(default)s)")
     p.add_argument("--num-eval", type=int, default=d.num_eval, help="networks per set (default: %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed, help="default: %(default)s")
+    add_device_option(p)
     p.set_defaults(handler=cmd_demo)

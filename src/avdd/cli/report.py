@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from avdd.cli.common import add_device_option
+from avdd.device import resolve_device
 from avdd.report.build import build_report
 from avdd.report.projection import PROJECTIONS
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     page = build_report(args.path, args.out or args.path / "report", projection=args.projection,
-                        max_per_class=args.max_per_class, device=args.device,
+                        max_per_class=args.max_per_class, device=resolve_device(args.device),
                         log=(lambda line: None) if args.quiet else print)
     print(f"report: {page} (open it in a browser; its images and sounds are beside it)")
     return 0
@@ -31,5 +33,5 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--projection", choices=PROJECTIONS, default="pca",
                    help="2-D projection of the embeddings (default: %(default)s)")
     p.add_argument("--max-per-class", type=int, default=8, help="samples shown per class (default: %(default)s)")
-    p.add_argument("--device", default="cpu", help="device for the embeddings (default: %(default)s)")
+    add_device_option(p)
     p.set_defaults(handler=cmd_report)

@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from avdd.cli.common import add_device_option
+from avdd.device import resolve_device
 from avdd.experiments.config import load_experiment
 from avdd.experiments.runner import TABLES, run_experiment
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     experiment = load_experiment(args.config, args.set or ())
-    outcomes = run_experiment(experiment, args.out, device=args.device, progress=not args.quiet,
+    outcomes = run_experiment(experiment, args.out, device=resolve_device(args.device), progress=not args.quiet,
                               log=(lambda line: None) if args.quiet else print)
     print((args.out / TABLES).read_text().rstrip())
     print(f"\nresults: {args.out}/results.json, results.csv, tables.md; figures: avdd report {args.out}")
@@ -34,5 +36,5 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a key of the resolved config (dotted path, YAML value); repeatable")
     p.add_argument("--out", type=Path, required=True, help="run directory (sets, cell results, tables)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: %(default)s)")
+    add_device_option(p)
     p.set_defaults(handler=cmd_run)

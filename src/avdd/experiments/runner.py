@@ -27,10 +27,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from avdd.data.sources import DATASETS
 from avdd.data.store import META_FILE, Store, open_store
+from avdd.device import resolve_device
 from avdd.distill.api import distill
 from avdd.distill.base import get_method
 from avdd.errors import AvddError
@@ -100,13 +102,13 @@ class Outcome:
                 "status": self.status, "metrics": self.metrics, "error": self.error, "set": self.set}
 
 
-def recognition(train: Store, test: Store, experiment: Experiment, config: EvalConfig, device: str,
+def recognition(train: Store, test: Store, experiment: Experiment, config: EvalConfig, device: torch.device,
                 progress: bool) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     result = evaluate_recognition(train, test, config, device=device, progress=progress).to_json()
     return {"accuracy": result["accuracy"]}, result
 
 
-def retrieval(train: Store, test: Store, experiment: Experiment, config: EvalConfig, device: str,
+def retrieval(train: Store, test: Store, experiment: Experiment, config: EvalConfig, device: torch.device,
               progress: bool) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     result = evaluate_retrieval(train, test, config, device=device, progress=progress,
                                 **experiment.view["retrieval"]).to_json()
@@ -118,9 +120,10 @@ EVALUATIONS = {"recognition": recognition, "retrieval": retrieval}
 
 
 class Runner:
-    def __init__(self, experiment: Experiment, out: Path, *, device: str = "cpu", progress: bool = True,
-                 log: Log = print) -> None:
-        self.experiment, self.out, self.device, self.progress, self.log = experiment, Path(out), device, progress, log
+    def __init__(self, experiment: Experiment, out: Path, *, device: str | torch.device | None = "cpu",
+                 progress: bool = True, log: Log = print) -> None:
+        self.experiment, self.out, self.progress, self.log = experiment, Path(out), progress, log
+        self.device = resolve_device(device)
         self.store = open_data(experiment, progress)
         # the data's identity is its description (classes, shapes, statistics, provenance), not its path
         self.data_key = settings_key((self.store.path / META_FILE).read_text())
@@ -258,7 +261,7 @@ def tables_markdown(title: str, view: Mapping[str, Any], cells: list[dict[str, A
     return "\n".join(text) + "\n"
 
 
-def run_experiment(experiment: Experiment, out: str | Path, *, device: str = "cpu", progress: bool = True,
-                   log: Log = print) -> list[Outcome]:
+def run_experiment(experiment: Experiment, out: str | Path, *, device: str | torch.device | None = "cpu",
+                   progress: bool = True, log: Log = print) -> list[Outcome]:
     """Run every cell of ``experiment`` into ``out`` (see the module docstring for the layout)."""
     return Runner(experiment, Path(out), device=device, progress=progress, log=log).run()

@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from avdd.data.store import Store
 from avdd.errors import AvddError
 
@@ -29,7 +31,7 @@ def _module_function(module: str, function: str, what: str) -> StepFunction:
     raise AvddError(f"{what} needs {module}.{function}, which this avdd does not have")
 
 
-def train_experts(store: Store, out: Path, *, modalities: Sequence[str], device: str, progress: bool,
+def train_experts(store: Store, out: Path, *, modalities: Sequence[str], device: torch.device, progress: bool,
                   **settings: Any) -> None:
     """MTT's expert trajectories of ``store`` into ``out`` (``settings``: num_experts, epochs, …)."""
     run = _module_function("avdd.distill.experts", "train_experts", "the experts step (MTT's expert trajectories)")

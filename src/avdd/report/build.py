@@ -72,7 +72,7 @@ class RealEmbeddings:
     """Embeddings of a seeded subset of a real store's training samples, computed once per store and
     modality (every set of a run is drawn against the same real points)."""
 
-    def __init__(self, per_class: int = 50, device: str = "cpu") -> None:
+    def __init__(self, per_class: int = 50, device: str | torch.device = "cpu") -> None:
         self.per_class, self.device = per_class, device
         self._cache: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -173,7 +173,7 @@ def cell_line(cell: Mapping[str, Any]) -> str:
 
 
 def build_report(path: str | Path, out: str | Path, *, projection: str = "pca", max_per_class: int = 8,
-                 device: str = "cpu", log: Log = print) -> Path:
+                 device: str | torch.device = "cpu", log: Log = print) -> Path:
     """Write ``out/report.html`` (and its files) for a run directory or a distilled set."""
     path, out = Path(path), Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from avdd.seeding import generator
 
 @torch.no_grad()
 def random_encoder_features(spec: ModalitySpec, modality: str, stored: torch.Tensor, *, seed: int = 0,
-                            device: str = "cpu", batch_size: int = 256) -> torch.Tensor:
+                            device: str | torch.device = "cpu", batch_size: int = 256) -> torch.Tensor:
     """(N, D) features of samples in stored units; the encoder depends only on (seed, modality)."""
     net = ENCODERS.get("convnet")(reference_config(spec.shape))
     init_parameters(net, generator(seed, "projection", modality))
