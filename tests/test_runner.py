@@ -102,7 +102,7 @@ def test_a_method_needing_experts_gets_them_once_or_fails_clearly(tiny_store, tm
     outcomes = run_experiment(experiment(tiny_store, grid=grid, methods=methods), out, progress=False,
                               log=lambda line: None)
     assert [o.status for o in outcomes] == ["done", "done", "failed", "failed"]
-    assert "needs avdd.distill.experts.train_experts, which this avdd does not have" in outcomes[2].error
+    assert "needs avdd.distill.experts.ExpertConfig/train_experts, which this avdd does not have" in outcomes[2].error
 
     built = []
 

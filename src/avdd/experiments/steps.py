@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -20,22 +21,30 @@ from avdd.errors import AvddError
 StepFunction = Callable[..., None]
 
 
-def _module_function(module: str, function: str, what: str) -> StepFunction:
+def _module_with(module: str, names: Sequence[str], what: str) -> ModuleType:
+    """``module`` if it defines every one of ``names``; otherwise an error saying what is missing."""
     try:
-        return getattr(importlib.import_module(module), function)
+        found = importlib.import_module(module)
     except ModuleNotFoundError as err:
         if err.name != module:
             raise
-    except AttributeError:
-        pass
-    raise AvddError(f"{what} needs {module}.{function}, which this avdd does not have")
+    else:
+        if all(hasattr(found, name) for name in names):
+            return found
+    raise AvddError(f"{what} needs {module}.{'/'.join(names)}, which this avdd does not have")
 
 
 def train_experts(store: Store, out: Path, *, modalities: Sequence[str], device: torch.device, progress: bool,
                   **settings: Any) -> None:
-    """MTT's expert trajectories of ``store`` into ``out`` (``settings``: num_experts, epochs, …)."""
-    run = _module_function("avdd.distill.experts", "train_experts", "the experts step (MTT's expert trajectories)")
-    run(store.path, out, modalities=tuple(modalities), device=device, progress=progress, **settings)
+    """MTT's expert trajectories of ``store`` into ``out`` (``settings``: ExpertConfig fields such as
+    num_experts, epochs, float16)."""
+    experts = _module_with("avdd.distill.experts", ("ExpertConfig", "train_experts"),
+                           "the experts step (MTT's expert trajectories)")
+    try:
+        config = experts.ExpertConfig(modalities=tuple(modalities), **settings)
+    except TypeError as err:
+        raise AvddError(f"experts settings: {err}") from None
+    experts.train_experts(store, out, config, device=device, progress=progress)
 
 
 STEPS: dict[str, StepFunction] = {"experts": train_experts}
