@@ -101,3 +101,11 @@ def test_cli_experts(tiny_store, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "1 expert(s)" in printed and "audio, 1 epochs" in printed and "expert_000.pt  test accuracy" in printed
     assert ExpertSet.open(out).trajectory(0).dtype == torch.float16
+
+
+def test_the_experiment_runners_experts_step_trains_experts(tiny_store, tmp_path):
+    from avdd.experiments.steps import train_experts as experts_step
+
+    experts_step(tiny_store, tmp_path / "e", modalities=("audio", "frame"), device=torch.device("cpu"),
+                 progress=False, num_experts=1, epochs=1, batch_size=8, width=4)
+    assert ExpertSet.open(tmp_path / "e").config.width == 4

@@ -1,24 +1,29 @@
+import avdd.experiments.runner as runner
 from avdd.evaluate.recognition import EvalConfig
-from avdd.quickstart import METHODS, DemoSettings, format_table, run_demo
+from avdd.quickstart import METHODS, DemoSettings, run_demo
 
 
 def test_demo_runs_every_method_and_reuses_its_work(tiny_store, tmp_path, monkeypatch):
     settings = DemoSettings(iterations=1, batch_real=4, embed_epochs=1, num_eval=1, epochs=1, width=8)
-    rows = run_demo(tmp_path, settings, progress=False, data=tiny_store)
-    assert [r["method"] for r in rows] == list(METHODS)
-    assert all(0.0 <= r["mean"] <= 1.0 and len(r["runs"]) == 1 for r in rows)
+    outcomes = run_demo(tmp_path, settings, progress=False, data=tiny_store, log=lambda line: None)
+    assert [o.cell.method for o in outcomes] == list(METHODS)
+    assert all(o.status == "done" and len(o.metrics["accuracy"]["runs"]) == 1 for o in outcomes)
+    assert all(0.0 <= o.metrics["accuracy"]["mean"] <= 1.0 for o in outcomes)
+    table = (tmp_path / "tables.md").read_text()
+    assert all(f"| {m} | " in table for m in METHODS)
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("finished work was redone")
 
-    monkeypatch.setattr("avdd.quickstart.distill", must_not_run)
-    monkeypatch.setattr("avdd.quickstart.evaluate_recognition", must_not_run)
-    assert run_demo(tmp_path, settings, progress=False, data=tiny_store) == rows
+    monkeypatch.setattr(runner, "distill", must_not_run)
+    monkeypatch.setattr(runner, "evaluate_recognition", must_not_run)
+    again = run_demo(tmp_path, settings, progress=False, data=tiny_store, log=lambda line: None)
+    assert [o.metrics for o in again] == [o.metrics for o in outcomes]
     assert EvalConfig().epochs == 30  # the demo evaluates with the reference protocol by default
     assert DemoSettings().epochs == 30
 
 
-def test_table_format():
-    rows = [{"method": "avdd", "ipc": 1, "mean": 0.861, "std": 0.006, "runs": [0.855, 0.867]}]
-    table = format_table(rows, "title")
-    assert table.splitlines()[-1] == "| avdd | 1 | 86.1 ± 0.6 | 85.5 / 86.7 |"
+def test_demo_settings_reach_the_methods_that_take_them(tmp_path):
+    experiment = DemoSettings(iterations=7, width=8).experiment("avdigits", tmp_path / "avdigits")
+    assert experiment.view["distill"] == {"iterations": 7, "batch_real": 32, "embed_epochs": 1, "width": 8}
+    assert experiment.view["grid"]["method"] == list(METHODS)

@@ -1,18 +1,17 @@
-"""The main job on the embedded default dataset: build avdigits, distill it with every method at a
-short schedule, evaluate each set with the recognition protocol, and tabulate the results."""
+"""The main job on the embedded default dataset: avdigits distilled with every method at a short
+schedule and evaluated with the recognition protocol — an experiment like those in ``configs/``,
+run by the experiment runner, so finished sets and results are reused."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from avdd.data.sources import DATASETS
-from avdd.data.store import Store, open_store
-from avdd.distill.api import distill
-from avdd.errors import AvddError
-from avdd.evaluate.recognition import EvalConfig, evaluate_recognition
+import torch
+
+from avdd.data.store import Store
+from avdd.experiments.config import Experiment, resolve
+from avdd.experiments.runner import Log, Outcome, run_experiment
 
 METHODS = ("random", "herding", "dm", "avdd")
 
@@ -28,44 +27,23 @@ class DemoSettings:
     seed: int = 0
     width: int | None = None  # encoder width of DM/AVDD (None: the reference 128)
 
-    def method_settings(self, method: str) -> dict[str, Any]:
-        matching = {"iterations": self.iterations, "batch_real": self.batch_real, "width": self.width}
-        herding = {"embed_epochs": self.embed_epochs}
-        return {"random": {}, "herding": herding, "dm": matching, "avdd": {**matching, **herding}}[method]
-
-
-def ensure_avdigits(path: Path, progress: bool) -> Store:
-    try:
-        return open_store(path)
-    except AvddError:  # absent or broken: (re)build it
-        return DATASETS.get("avdigits").build(path, overwrite=True, progress=progress)
+    def experiment(self, name: str, data: Path) -> Experiment:
+        distill = {"iterations": self.iterations, "batch_real": self.batch_real, "embed_epochs": self.embed_epochs}
+        if self.width is not None:
+            distill["width"] = self.width
+        return resolve({
+            "experiment": "demo",
+            "dataset": name,
+            "datasets": {name: {"data": str(data), "schedule": "demo"}},
+            "schedules": {"demo": {"seeds": [self.seed], "distill": distill,
+                                   "evaluate": {"num_eval": self.num_eval, "epochs": self.epochs}}},
+            "grid": {"method": list(METHODS), "ipc": [self.ipc], "modalities": ["audio+frame"]},
+            "table": {"rows": ["method"], "columns": ["ipc"]},
+        }, source="avdd demo")
 
 
 def run_demo(workdir: Path, settings: DemoSettings = DemoSettings(), progress: bool = True,
-             data: Store | None = None) -> list[dict[str, Any]]:
-    """Rows of {method, ipc, mean, std, runs} on ``data`` (default: avdigits, built in ``workdir``);
-    finished sets and results in ``workdir`` are reused."""
-    data = data or ensure_avdigits(workdir / "avdigits", progress)
-    config = replace(EvalConfig(), num_eval=settings.num_eval, epochs=settings.epochs, seed=settings.seed)
-    rows = []
-    for method in METHODS:
-        name = f"{method}-ipc{settings.ipc}"
-        out, result_file = workdir / "sets" / name, workdir / "results" / f"{name}.json"
-        if not out.exists():
-            distill(data.path, out, method, modalities=config.modalities, ipc=settings.ipc, seed=settings.seed,
-                    progress=progress, resume=True, **settings.method_settings(method))
-        if not result_file.exists():
-            result = evaluate_recognition(out, data, config, progress=progress).to_json()
-            result_file.parent.mkdir(parents=True, exist_ok=True)
-            result_file.write_text(json.dumps(result, indent=2) + "\n")
-        accuracy = json.loads(result_file.read_text())["accuracy"]
-        rows.append({"method": method, "ipc": settings.ipc, **accuracy})
-    return rows
-
-
-def format_table(rows: list[dict[str, Any]], title: str) -> str:
-    lines = [title, "", "| method | IPC | accuracy (%) | runs |", "| --- | --- | --- | --- |"]
-    for row in rows:
-        runs = " / ".join(f"{100 * r:.1f}" for r in row["runs"])
-        lines.append(f"| {row['method']} | {row['ipc']} | {100 * row['mean']:.1f} ± {100 * row['std']:.1f} | {runs} |")
-    return "\n".join(lines)
+             data: Store | None = None, device: str | torch.device | None = "cpu", log: Log = print) -> list[Outcome]:
+    """Every method on ``data`` (default: avdigits, built in ``workdir``), run into ``workdir``."""
+    experiment = settings.experiment(data.name if data else "avdigits", data.path if data else workdir / "avdigits")
+    return run_experiment(experiment, workdir, device=device, progress=progress, log=log)

@@ -1,19 +1,23 @@
 """The ``avdd`` command line: parses, calls the library, prints. ``main(argv)`` returns the exit code.
 
 Each verb lives in its own module exposing ``add_parser(verbs, common)``; a verb's parser sets
-``handler`` (a function of the parsed arguments returning an exit code).
+``handler`` (a function of the parsed arguments returning an exit code) and ``distributed=True``
+when it runs as several processes under torchrun (the others refuse to: every process would do
+the same work and write the same files).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
-from avdd.cli import data, demo, distill, evaluate, experts, prepare, retrieve
+from avdd.cli import data, demo, distill, evaluate, experts, listen, prepare, report, retrieve, run
+from avdd.distributed import launched
 from avdd.errors import AvddError
 
-VERB_MODULES = (data, prepare, experts, distill, evaluate, retrieve, demo)
+VERB_MODULES = (data, prepare, experts, distill, evaluate, retrieve, run, report, listen, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,10 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    where = f"[rank {os.environ.get('RANK', '?')}] " if launched() else ""
     try:
+        if launched() and not getattr(args, "distributed", False):
+            raise AvddError(f"avdd {args.verb} runs as one process; under torchrun run distill, evaluate or retrieve")
         return args.handler(args)
     except AvddError as err:
-        print(f"avdd: error: {err}", file=sys.stderr)
+        print(f"avdd: error: {where}{err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("avdd: interrupted", file=sys.stderr)

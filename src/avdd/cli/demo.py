@@ -5,17 +5,21 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from avdd.quickstart import DemoSettings, format_table, run_demo
+from avdd.cli.common import add_device_option
+from avdd.device import resolve_device
+from avdd.experiments.runner import TABLES
+from avdd.quickstart import DemoSettings, run_demo
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     settings = DemoSettings(ipc=args.ipc, iterations=args.iterations, num_eval=args.num_eval, seed=args.seed)
-    rows = run_demo(args.workdir, settings, progress=not args.quiet)
-    title = (f"avdigits, audio+frame, ensemble head, IPC {settings.ipc}; DM/AVDD {settings.iterations} iterations "
-             f"(real batch {settings.batch_real}); {settings.num_eval} networks × {settings.epochs} epochs each")
-    print(format_table(rows, title))
-    print(f"\nsets and results: {args.workdir}/sets, {args.workdir}/results (rerunning reuses them)")
-    return 0
+    outcomes = run_demo(args.workdir, settings, progress=not args.quiet, device=resolve_device(args.device),
+                        log=(lambda line: None) if args.quiet else print)
+    print(f"avdigits, audio+frame, ensemble head; DM/AVDD {settings.iterations} iterations "
+          f"(real batch {settings.batch_real})\n")
+    print((args.workdir / TABLES).read_text().rstrip())
+    print(f"\nsets and results: {args.workdir} (rerunning reuses them; figures: avdd report {args.workdir})")
+    return 1 if any(o.status != "done" for o in outcomes) else 0
 
 
 def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -30,4 +34,5 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--iterations", type=int, default=d.iterations, help="DM/AVDD iterations (default: %(default)s)")
     p.add_argument("--num-eval", type=int, default=d.num_eval, help="networks per set (default: %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed, help="default: %(default)s")
+    add_device_option(p)
     p.set_defaults(handler=cmd_demo)

@@ -6,9 +6,12 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
+from avdd.cli.common import add_device_option
 from avdd.cli.data import describe_store, parse_modalities
+from avdd.device import resolve_device
 from avdd.distill.api import distill
 from avdd.distill.base import get_method, method_names
+from avdd.distributed import joined
 from avdd.errors import AvddError
 from avdd.evaluate.recognition import EvalConfig
 
@@ -56,10 +59,13 @@ def cmd_distill(args: argparse.Namespace) -> int:
     settings["lr"] = parse_lr(args.lr)
     settings["factor"] = args.factor
     eval_config = replace(EvalConfig(), modalities=modalities, num_eval=args.eval_num, epochs=args.eval_epochs)
-    distill(args.data, args.out, args.method, modalities=modalities, ipc=args.ipc, seed=args.seed,
-            device=args.device, progress=not args.quiet, resume=args.resume, overwrite=args.overwrite,
-            eval_every=args.eval_every, eval_config=eval_config, **settings)
-    print(describe_store(args.out))
+    device = resolve_device(args.device)
+    with joined(device) as job:
+        distill(args.data, args.out, args.method, modalities=modalities, ipc=args.ipc, seed=args.seed,
+                device=device, progress=not args.quiet and job.is_main, resume=args.resume,
+                overwrite=args.overwrite, eval_every=args.eval_every, eval_config=eval_config, **settings)
+        if job.is_main:
+            print(describe_store(args.out))
     return 0
 
 
@@ -75,7 +81,9 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
         epilog="examples:\n  avdd distill --data data/avdigits --method avdd --ipc 1 --modalities audio,frame "
                "--iterations 200 --out runs/avdd-ipc1\n  avdd distill --data data/avdigits --method herding --ipc 10 "
                "--out runs/herding-ipc10\n  avdd distill --data data/avdigits --method mtt --experts runs/experts-av "
-               "--ipc 1 --iterations 200 --syn-steps 20 --out runs/mtt-ipc1",
+               "--ipc 1 --iterations 200 --syn-steps 20 --out runs/mtt-ipc1\n  torchrun --nproc-per-node 8 -m avdd "
+               "distill --data data/vggsound --method avdd --ipc 10 --device cuda --resume --out runs/vggsound-avdd10"
+               "   (classes split over 8 GPUs)",
     )
     p.add_argument("--data", required=True, type=Path, help="real dataset store (its train split is distilled)")
     p.add_argument("--method", required=True, choices=method_names(), metavar="METHOD",
@@ -85,8 +93,8 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     p.add_argument("--out", required=True, type=Path, help="distilled store to create")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: %(default)s)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint(s)")
+    add_device_option(p)
     p.add_argument("--factor", action=argparse.BooleanOptionalAction, default=None,
                    help="factor parametrisation: 4 tiles per stored sample (avdd default on, dm and mtt off)")
     p.add_argument("--lr", action="append", metavar="MODALITY=LR",
@@ -98,4 +106,4 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
                    help="evaluate the synthetic set every K iterations (0: never); results go to distill_log.json")
     p.add_argument("--eval-num", type=int, default=1, help="networks per intermediate evaluation (default 1)")
     p.add_argument("--eval-epochs", type=int, default=30, help="epochs per intermediate evaluation (default 30)")
-    p.set_defaults(handler=cmd_distill)
+    p.set_defaults(handler=cmd_distill, distributed=True)

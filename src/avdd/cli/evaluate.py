@@ -6,7 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
+from avdd.cli.common import add_device_option
 from avdd.cli.data import parse_modalities
+from avdd.device import resolve_device
+from avdd.distributed import joined
 from avdd.evaluate.recognition import EvalConfig, evaluate_recognition
 
 
@@ -21,7 +24,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         dsa=not args.no_dsa,
         seed=args.seed,
     )
-    result = evaluate_recognition(args.train, args.test, config, device=args.device, progress=not args.quiet)
+    device = resolve_device(args.device)
+    with joined(device) as job:
+        result = evaluate_recognition(args.train, args.test, config, device=device,
+                                      progress=not args.quiet and job.is_main)
+    if not job.is_main:
+        return 0
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result.to_json(), indent=2) + "\n")
@@ -51,6 +59,6 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
                    help=f"epochs between ×{d.lr_gamma} learning-rate decays (default: %(default)s)")
     p.add_argument("--no-dsa", action="store_true", help="train without differentiable augmentation")
     p.add_argument("--seed", type=int, default=d.seed, help="default: %(default)s")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: %(default)s)")
+    add_device_option(p)
     p.add_argument("--json", type=Path, default=None, help="write the result (accuracy, runs, config) here")
-    p.set_defaults(handler=cmd_evaluate)
+    p.set_defaults(handler=cmd_evaluate, distributed=True)

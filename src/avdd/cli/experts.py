@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from avdd.cli.common import add_device_option
 from avdd.cli.data import parse_modalities
 from avdd.distill.experts import ExpertConfig, train_experts
 
@@ -46,5 +47,5 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--width", type=int, default=d.width, help="encoder width (default: %(default)s)")
     p.add_argument("--float16", action="store_true", help="save trajectories as float16 (half the disk space)")
     p.add_argument("--seed", type=int, default=d.seed, help="default: %(default)s")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: %(default)s)")
+    add_device_option(p)
     p.set_defaults(handler=cmd_experts)

@@ -7,14 +7,21 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from avdd.cli.common import add_device_option
+from avdd.device import resolve_device
+from avdd.distributed import joined
 from avdd.evaluate.recognition import EvalConfig
 from avdd.evaluate.retrieval import SPACES, evaluate_retrieval, format_summary
 
 
 def cmd_retrieve(args: argparse.Namespace) -> int:
     config = replace(EvalConfig(), num_eval=args.num_eval, epochs=args.epochs, seed=args.seed)
-    result = evaluate_retrieval(args.train, args.test, config, subset=args.subset, subsets=args.subsets,
-                                space=args.space, device=args.device, progress=not args.quiet)
+    device = resolve_device(args.device)
+    with joined(device) as job:
+        result = evaluate_retrieval(args.train, args.test, config, subset=args.subset, subsets=args.subsets,
+                                    space=args.space, device=device, progress=not args.quiet and job.is_main)
+    if not job.is_main:
+        return 0
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result.to_json(), indent=2) + "\n")
@@ -39,6 +46,6 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--num-eval", type=int, default=d.num_eval, help="networks to train (default: %(default)s)")
     p.add_argument("--epochs", type=int, default=d.epochs, help="default: %(default)s")
     p.add_argument("--seed", type=int, default=d.seed, help="default: %(default)s")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: %(default)s)")
+    add_device_option(p)
     p.add_argument("--json", type=Path, default=None, help="write {a2v, v2a: {r1, r5, medr}} here")
-    p.set_defaults(handler=cmd_retrieve)
+    p.set_defaults(handler=cmd_retrieve, distributed=True)

@@ -105,17 +105,30 @@ def to_mono(waveform: torch.Tensor) -> torch.Tensor:
     return waveform.mean(dim=0) if waveform.dim() == 2 else waveform
 
 
+def stft(flat: torch.Tensor) -> torch.Tensor:
+    """(B, T) waveforms -> (B, n_freqs, frames) complex STFT with the front end's settings."""
+    window = torch.hann_window(N_FFT, periodic=True, device=flat.device)
+    return torch.stft(flat, N_FFT, HOP_LENGTH, N_FFT, window, center=True, pad_mode="reflect", return_complex=True)
+
+
+def istft(spec: torch.Tensor, length: int) -> torch.Tensor:
+    """Inverse of :func:`stft` (least-squares overlap-add), (B, n_freqs, frames) -> (B, length)."""
+    window = torch.hann_window(N_FFT, periodic=True, device=spec.device)
+    return torch.istft(spec, N_FFT, HOP_LENGTH, N_FFT, window, center=True, length=length)
+
+
+def mel_bank(sample_rate: int = SAMPLE_RATE, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The front end's (n_freqs, n_mels) filterbank: mel power = linear power @ bank."""
+    return mel_filterbank(N_FFT // 2 + 1, N_MELS, sample_rate).to(device)
+
+
 def log_mel_spectrogram(waveform: torch.Tensor, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
     """(..., T) waveform -> (..., 1, n_mels, frames) power mel spectrogram in dB."""
     batch_shape = waveform.shape[:-1]
     flat = waveform.reshape(-1, waveform.shape[-1]).to(torch.float32)
-    window = torch.hann_window(N_FFT, periodic=True, device=flat.device)
-    spec = torch.stft(
-        flat, N_FFT, HOP_LENGTH, N_FFT, window, center=True, pad_mode="reflect", return_complex=True
-    )
+    spec = stft(flat)
     power = spec.real**2 + spec.imag**2  # (B, n_freqs, frames)
-    bank = mel_filterbank(N_FFT // 2 + 1, N_MELS, sample_rate).to(flat.device)
-    mel = torch.matmul(power.transpose(1, 2), bank).transpose(1, 2)
+    mel = torch.matmul(power.transpose(1, 2), mel_bank(sample_rate, flat.device)).transpose(1, 2)
     db = 10.0 * torch.log10(mel.clamp_min(AMIN))
     return db.reshape(*batch_shape, 1, N_MELS, db.shape[-1])
 
@@ -147,3 +160,13 @@ def read_wav(path: Path) -> tuple[torch.Tensor, int]:
         data /= float(2 ** (8 * width - 1))
     frames = data.size // channels
     return torch.from_numpy(data[: frames * channels].reshape(frames, channels).T.copy()), rate
+
+
+def write_wav(path: Path, waveform: torch.Tensor, sample_rate: int) -> None:
+    """Write a mono waveform in [-1, 1] (clipped beyond) as 16-bit PCM WAV."""
+    pcm = (waveform.detach().cpu().to(torch.float64).clamp(-1.0, 1.0) * 32767.0).round().to(torch.int16)
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(sample_rate)
+        f.writeframes(pcm.numpy().astype("<i2").tobytes())

@@ -168,7 +168,11 @@ class DSA:
         elif len(draw) != len(x):
             raise ValueError(f"a draw of {len(draw)} cannot apply to {len(x)} samples without chunks")
         present = kinds.unique().tolist()
-        if len(present) == 1:  # the common case: one op for the whole batch, no regrouping
+        # One op for the whole batch needs no regrouping. Per-chunk draws always regroup, even when all
+        # chunks drew the same op: a chunk's gradients then flow through the same gather/scatter, in
+        # the same memory layout, whichever chunks share its batch, so a class distilled in a shard of
+        # the classes gets bit for bit the gradients it gets among all of them.
+        if len(present) == 1 and chunks is None:
             return self.ops[present[0]](x, uniforms, self.params)
         pieces, order = [], []
         for k in present:

@@ -1,22 +1,63 @@
-"""``distill``: one call from a real store to a saved distilled store, with checkpoints and logs."""
+"""``distill``: one call from a real store to a saved distilled store, with checkpoints and logs.
+
+Under a process group (``torchrun ... -m avdd distill``) a sharded method distills each process's
+share of the classes, checkpointing per process, and the main process gathers the shares and
+writes the one store; other methods run on the main process while the others wait.
+"""
 
 from __future__ import annotations
 
+import glob
+import os
+import signal
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from avdd import distributed
 from avdd.data.store import Store, open_store
-from avdd.distill.base import SyntheticSet, get_method, save_synthetic
+from avdd.device import resolve_device
+from avdd.distill.base import MethodEntry, SyntheticSet, get_method, merge_shards, save_synthetic
+from avdd.distributed import Job
 from avdd.errors import AvddError
-from avdd.evaluate.recognition import EvalConfig, evaluate_recognition, resolve_device
+from avdd.evaluate.recognition import EvalConfig, evaluate_recognition
+
+# Test hook for rank failures: "RANK:ITERATION" makes that process SIGKILL itself (no clean-up at
+# all, like a lost machine) right after that iteration, before its checkpoint of that iteration.
+KILL_HOOK_ENV = "AVDD_TEST_KILL_AT"
 
 
-def checkpoint_path(out: Path) -> Path:
-    return out.parent / f".{out.name}.checkpoint.pt"
+def checkpoint_path(out: Path, job: Job = distributed.SERIAL) -> Path:
+    """Where process ``job.rank`` of ``job.world_size`` checkpoints a run writing ``out``."""
+    shard = "" if job.world_size == 1 else f".rank{job.rank}-of-{job.world_size}"
+    return out.parent / f".{out.name}.checkpoint{shard}.pt"
+
+
+def _check_checkpoints(out: Path, job: Job, resume: bool) -> None:
+    """Refuse to start over a run's leftovers without --resume, or to resume them with another number
+    of processes (their class shares would differ)."""
+    found = sorted(out.parent.glob(f".{glob.escape(out.name)}.checkpoint*.pt"))
+    if found and not resume:
+        raise AvddError(f"{found[0]}: an interrupted run left a checkpoint; pass --resume to continue it "
+                        "or delete the file to start over")
+    ours = {checkpoint_path(out, Job(r, job.world_size)) for r in range(job.world_size)}
+    foreign = [f for f in found if f not in ours]
+    if foreign:
+        raise AvddError(f"{foreign[0]}: left by a run with another number of processes; resume it with that "
+                        f"number (this run has {job.world_size}) or delete the file to start over")
+
+
+def _kill_hook(job: Job) -> Callable[[int], None]:
+    rank, _, iteration = os.environ.get(KILL_HOOK_ENV, "").partition(":")
+
+    def maybe_die(done: int) -> None:
+        if rank and (int(rank), int(iteration)) == (job.rank, done):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return maybe_die
 
 
 def distill(
@@ -27,19 +68,21 @@ def distill(
     modalities: Sequence[str],
     ipc: int,
     seed: int = 0,
-    device: str = "cpu",
+    device: str | torch.device | None = "cpu",
     progress: bool = True,
     resume: bool = False,
     overwrite: bool = False,
     eval_every: int = 0,
     eval_config: EvalConfig | None = None,
     **settings: Any,
-) -> Store:
+) -> Store | None:
     """Distill the train split of store ``data`` with ``method`` into the store ``out``.
 
     ``settings`` are the method's own (see ``get_method(method).settings``); None means default.
     Iterative methods checkpoint beside ``out`` and continue from there with ``resume``; with
     ``eval_every`` K > 0 the synthetic set is evaluated every K iterations (``eval_config``).
+    Under a process group every process calls this; the main process returns the store, the others
+    None, after it is written.
     """
     entry = get_method(method)
     given = {k: v for k, v in settings.items() if v is not None}
@@ -52,33 +95,53 @@ def distill(
     out = Path(out)
     if out.exists() and not overwrite:
         raise AvddError(f"{out}: already exists; choose another --out or pass --overwrite")
-    checkpoint = checkpoint_path(out)
-    if checkpoint.exists() and not resume:
-        raise AvddError(f"{checkpoint}: an interrupted run left a checkpoint; pass --resume to continue it "
-                        "or delete the file to start over")
+    job = distributed.current()
+    _check_checkpoints(out, job, resume)
+    distributed.barrier()  # no process writes a checkpoint before every process has looked for leftovers
+    checkpoint = checkpoint_path(out, job)
     store = open_store(data)
     missing = [m for m in modalities if m not in store.modalities]
     if missing:
         raise AvddError(f"{store.path}: no modality {missing[0]!r} (has: {', '.join(store.modalities)})")
     dev = resolve_device(device)
     evaluations: list[dict[str, Any]] = []
+    maybe_die = _kill_hook(job)
 
-    def evaluate_now(run: Any) -> None:
+    def after_iteration(run: Any) -> None:
+        maybe_die(run.iteration)
         if eval_every > 0 and run.iteration % eval_every == 0:
-            accuracy = _evaluate_synthetic(
-                SyntheticSet(run.stored(), run.labels.cpu(), factor=run.config.factor), store,
-                eval_config or EvalConfig(modalities=tuple(modalities)), dev)
+            # every process of a sharded run gets here at the same iteration: all evaluate the whole set
+            part = SyntheticSet(run.stored(), run.labels, factor=run.config.factor).cpu()
+            accuracy = _evaluate_synthetic(merge_shards(distributed.gather_all(part)), store,
+                                           eval_config or EvalConfig(modalities=tuple(modalities)), dev)
             evaluations.append({"iteration": run.iteration, **accuracy})
 
-    synthetic = entry.run(store, modalities=tuple(modalities), ipc=ipc, seed=seed, device=dev, progress=progress,
-                          checkpoint=checkpoint, resume=resume, on_iteration=evaluate_now, **given)
-    if evaluations:
-        synthetic.log["evaluations"] = evaluations
-    provenance = {"method": method, "ipc": ipc, "seed": seed, "modalities": list(modalities),
-                  "settings": {k: str(v) if isinstance(v, Path) else v for k, v in given.items()}}  # JSON-safe
-    saved = save_synthetic(synthetic, out, store, provenance=provenance, overwrite=overwrite)
+    synthetic = _run_method(entry, job, store, modalities=tuple(modalities), ipc=ipc, seed=seed, device=dev,
+                            progress=progress, checkpoint=checkpoint, resume=resume, on_iteration=after_iteration,
+                            **given)
+    saved = None
+    if synthetic is not None:
+        if evaluations:
+            synthetic.log["evaluations"] = evaluations
+        settings_json = {k: str(v) if isinstance(v, Path) else v for k, v in given.items()}  # e.g. mtt's experts
+        provenance = {"method": method, "ipc": ipc, "seed": seed, "modalities": list(modalities),
+                      "settings": settings_json, "world_size": job.world_size}
+        saved = save_synthetic(synthetic, out, store, provenance=provenance, overwrite=overwrite)
+    distributed.barrier()  # checkpoints go only once the store is written: a failed write can resume
     checkpoint.unlink(missing_ok=True)
     return saved
+
+
+def _run_method(entry: MethodEntry, job: Job, store: Store, **options: Any) -> SyntheticSet | None:
+    """The whole synthetic set on the main process, None on the others."""
+    if not entry.sharded:
+        if not job.is_main:
+            return None
+        with distributed.solo():
+            return entry.run(store, **options)
+    part = entry.run(store, **options)
+    parts = distributed.gather_to_main(part.cpu())
+    return None if parts is None else merge_shards(parts)
 
 
 def _evaluate_synthetic(synthetic: SyntheticSet, source: Store, config: EvalConfig,

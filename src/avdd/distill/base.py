@@ -36,10 +36,33 @@ class SyntheticSet:
     details: dict[str, Any] = field(default_factory=dict)  # method-specific provenance
     log: dict[str, Any] = field(default_factory=dict)  # per-iteration losses, evaluations (saved beside)
 
+    def cpu(self) -> SyntheticSet:
+        return replace(self, data={m: x.detach().cpu() for m, x in self.data.items()}, labels=self.labels.cpu())
+
+
+def merge_shards(parts: Sequence[SyntheticSet]) -> SyntheticSet:
+    """One set from sets of disjoint classes (one per process), ordered as a serial run orders it:
+    by class, each class's samples in their own order. Per-iteration losses are sums over classes,
+    so the whole set's loss at an iteration is the sum of the shards' (up to float rounding)."""
+    labels = torch.cat([p.labels for p in parts])
+    order = torch.argsort(labels, stable=True)
+    data = {m: torch.cat([p.data[m] for p in parts])[order] for m in parts[0].data}
+    log = dict(parts[0].log)
+    if "losses" in log:
+        rows = zip(*(p.log["losses"] for p in parts), strict=True)
+        log["losses"] = [{k: v if k == "iteration" else sum(r[k] for r in row) for k, v in row[0].items()}
+                         for row in rows]
+    return SyntheticSet(data, labels[order], factor=parts[0].factor, details=parts[0].details, log=log)
+
 
 class Method(Protocol):
     """A distillation method: real training store in, synthetic set out. Method-specific
-    ``settings`` it does not know raise an AvddError naming them."""
+    ``settings`` it does not know raise an AvddError naming them.
+
+    A method registered as ``sharded`` distills, under a process group, only its own process's
+    share of the classes (``avdd.distributed.current()``) and returns the set of those classes;
+    ``distill`` gathers the shares. Other methods run on the main process alone.
+    """
 
     def __call__(
         self,
@@ -59,11 +82,13 @@ class Method(Protocol):
 
 @dataclass(frozen=True)
 class MethodEntry:
-    """A registered method: the function, the names of the settings it takes, a one-line summary."""
+    """A registered method: the function, the names of the settings it takes, a one-line summary,
+    and whether it splits its classes over the processes of a job (see ``Method``)."""
 
     run: Method
     settings: tuple[str, ...]
     summary: str
+    sharded: bool = False
 
 
 METHODS: Registry[MethodEntry] = Registry("method")

@@ -23,8 +23,10 @@ from avdd.data.augment import REFERENCE_STRATEGY, Draw
 from avdd.data.sampler import load_batch
 from avdd.data.store import Split, Store
 from avdd.distill.base import METHODS, MethodEntry, SyntheticSet
+from avdd.distill.factor import FACTOR
 from avdd.distill.matching import MatchingWeights, class_means, matching_terms, weighted_total
 from avdd.distill.synthetic import SyntheticRun, finish, init_order
+from avdd.distributed import balanced_shards, current, main_first
 from avdd.errors import AvddError
 from avdd.models.convnet import ENCODERS, reference_config
 from avdd.models.init import init_parameters
@@ -174,6 +176,18 @@ def matching_config(method: str, settings: dict[str, Any]) -> MatchingConfig:
     return replace(base, weights=weights, lr=lr, encoder=encoder, **given)
 
 
+def process_classes(train: Split, config: MatchingConfig, synthetic_per_class: int) -> list[int]:
+    """This process's share of the classes (all of them when serial), balanced by the samples each
+    class puts through the encoders per iteration: its real batch and its synthetic samples."""
+    job = current()
+    num_classes = train.store.num_classes
+    if job.world_size > num_classes:
+        raise AvddError(f"{job.world_size} processes for {num_classes} classes: each process distills whole "
+                        f"classes, so start at most {num_classes}")
+    costs = [min(len(pool), config.batch_real) + synthetic_per_class for pool in train.class_indices]
+    return balanced_shards(costs, job.world_size)[job.rank]
+
+
 def _matching_method(name: str) -> Callable[..., SyntheticSet]:
     def method(
         store: Store, *, modalities: Sequence[str], ipc: int, seed: int, device: torch.device, progress: bool,
@@ -181,8 +195,12 @@ def _matching_method(name: str) -> Callable[..., SyntheticSet]:
         on_iteration: Callable[[MatchingRun], None] | None = None, **settings: Any,
     ) -> SyntheticSet:
         config = matching_config(name, settings)
-        order = init_order(store, modalities, ipc, config, settings, device, progress)
-        run = MatchingRun(store.split("train"), modalities, ipc, seed, config, device, order)
+        tiles = FACTOR * FACTOR if config.factor else 1
+        train = store.split("train")
+        classes = process_classes(train, config, ipc * tiles)
+        # a herding order's embedding network is trained (and cached) once, not by every process at once
+        order = main_first(lambda: init_order(store, modalities, ipc, config, settings, device, progress))
+        run = MatchingRun(train, modalities, ipc, seed, config, device, order, classes)
         return finish(run, checkpoint=checkpoint, resume=resume, progress=progress, on_iteration=on_iteration,
                       details={"matching": config.to_json()})
 
@@ -190,6 +208,6 @@ def _matching_method(name: str) -> Callable[..., SyntheticSet]:
 
 
 METHODS.add("dm", MethodEntry(_matching_method("dm"), SETTINGS,
-                              "distribution matching with random encoders (each modality separately)"))
+                              "distribution matching with random encoders (each modality separately)", sharded=True))
 METHODS.add("avdd", MethodEntry(_matching_method("avdd"), SETTINGS,
-                                "DM + joint and modality-gap matching, herding init, factor"))
+                                "DM + joint and modality-gap matching, herding init, factor", sharded=True))

@@ -30,6 +30,7 @@ import torch
 from tqdm import tqdm
 
 from avdd.data.store import Split, Store, open_store
+from avdd.device import resolve_device
 from avdd.distill.base import code_version
 from avdd.distill.checkpoint import config_differences, save_checkpoint
 from avdd.errors import AvddError
@@ -39,7 +40,6 @@ from avdd.evaluate.recognition import (
     load_training_set,
     network_generators,
     protocol_network,
-    resolve_device,
     train_network,
 )
 from avdd.models.flat import Layout, flatten_parameters, parameter_layout
@@ -174,18 +174,19 @@ def train_experts(
     out: str | Path,
     config: ExpertConfig = ExpertConfig(),
     *,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     progress: bool = True,
 ) -> ExpertSet:
     """Train ``config.num_experts`` experts on ``data``'s train split into ``out``, skipping finished ones.
 
     Each expert's test accuracy (on ``data``'s test split, where it has one) is saved with it.
+    ``device`` None: the best available.
     """
     store = data if isinstance(data, Store) else open_store(data)
     missing = [m for m in config.modalities if m not in store.modalities]
     if missing:
         raise AvddError(f"{store.path}: no modality {missing[0]!r} (has: {', '.join(store.modalities)})")
-    device = resolve_device(str(device))
+    device = resolve_device(device)
     out = Path(out)
     protocol = config.protocol()
     layout = parameter_layout(protocol_network(store, protocol, torch.Generator(), torch.device("cpu")))

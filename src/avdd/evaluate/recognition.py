@@ -23,7 +23,9 @@ from tqdm import tqdm
 from avdd.data.augment import DSA, REFERENCE_STRATEGY
 from avdd.data.sampler import load_batch
 from avdd.data.store import Split, Store, open_store
+from avdd.device import resolve_device
 from avdd.distill.factor import FACTOR, expand_factor
+from avdd.distributed import current, spread
 from avdd.errors import AvddError
 from avdd.models.fusion import FUSION_HEADS, AVClassifier, build_classifier, fusion_loss
 
@@ -174,16 +176,6 @@ def load_training_set(
     return {m: x.contiguous(memory_format=memory_format) for m, x in inputs.items()}, labels
 
 
-def resolve_device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise AvddError(f"unknown device {name!r} (try cpu or cuda)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise AvddError(f"device {name!r} requested but CUDA is not available; use --device cpu")
-    return device
-
-
 def network_generators(seed: int, run: int, device: torch.device) -> dict[str, torch.Generator]:
     """Independent generators for one network's init, batch order and augmentation.
 
@@ -295,29 +287,37 @@ def evaluate_recognition(
     test: str | Path | Store,
     config: EvalConfig = EvalConfig(),
     *,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = "cpu",
     progress: bool = True,
 ) -> RecognitionResult:
     """Train ``config.num_eval`` fresh networks on ``train``'s train split; test each on ``test``'s
-    test split."""
+    test split.
+
+    Under a process group every process must call this: the networks are dealt over the processes
+    and every process gets the whole result, equal to the serial one (each network's random draws
+    depend on its index alone, see ``network_generators``). ``device`` None: the best available.
+    """
     FUSION_HEADS.get(config.fusion)  # fail on an unknown head before any loading
-    device = resolve_device(str(device))
+    device = resolve_device(device)
     train_store = train if isinstance(train, Store) else open_store(train)
     test_store = test if isinstance(test, Store) else open_store(test)
     check_compatible(train_store, test_store, config.modalities)
     test_split = test_store.split("test")
     inputs, labels = load_training_set(train_store, config.modalities, device, config.memory_format)
 
-    runs: list[float] = []
-    seconds: list[float] = []
-    bar = tqdm(total=config.num_eval * config.epochs, disable=not progress, unit="epoch",
+    bar = tqdm(total=len(current().share(config.num_eval)) * config.epochs, disable=not progress, unit="epoch",
                desc=f"{'+'.join(config.modalities)} {config.fusion}")
+
+    def network(run: int) -> tuple[float, float]:
+        """Network ``run``'s test accuracy and training + test time."""
+        start = time.perf_counter()
+        model = train_fresh_network(train_store, inputs, labels, config, run, device, bar)
+        accuracy = accuracy_on(model, test_split, config.modalities, device, config.test_batch_size,
+                               config.memory_format)
+        bar.set_postfix(net=f"{run + 1}/{config.num_eval}", acc=f"{accuracy:.3f}")
+        return accuracy, time.perf_counter() - start
+
     with bar:
-        for run in range(config.num_eval):
-            start = time.perf_counter()
-            model = train_fresh_network(train_store, inputs, labels, config, run, device, bar)
-            runs.append(accuracy_on(model, test_split, config.modalities, device,
-                                      config.test_batch_size, config.memory_format))
-            seconds.append(time.perf_counter() - start)
-            bar.set_postfix(net=f"{run + 1}/{config.num_eval}", acc=f"{runs[-1]:.3f}")
+        results = spread(config.num_eval, network)
+    runs, seconds = [r for r, _ in results], [s for _, s in results]
     return RecognitionResult(config, str(train_store.path), str(test_store.path), len(labels), runs, seconds)

@@ -21,12 +21,13 @@ from tqdm import tqdm
 
 from avdd.data.sampler import load_batch
 from avdd.data.store import Split, Store, open_store
+from avdd.device import resolve_device
+from avdd.distributed import current, spread
 from avdd.errors import AvddError
 from avdd.evaluate.recognition import (
     EvalConfig,
     check_compatible,
     load_training_set,
-    resolve_device,
     summarise,
     train_fresh_network,
 )
@@ -93,33 +94,46 @@ def evaluate_retrieval(
     subset: int = 150,
     subsets: int = 1,
     space: str = "probabilities",
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = "cpu",
     progress: bool = True,
 ) -> RetrievalResult:
-    """Train ``config.num_eval`` networks on ``train``; score retrieval on ``subsets`` subsets each."""
+    """Train ``config.num_eval`` networks on ``train``; score retrieval on ``subsets`` subsets each.
+
+    Under a process group the networks are spread over the processes, as in ``evaluate_recognition``.
+    """
     if space not in SPACES:
         raise AvddError(f"unknown embedding space {space!r}; known: {', '.join(SPACES)}")
     config = replace(config or EvalConfig(), modalities=MODALITIES, fusion="ensemble")
-    device = resolve_device(str(device))
+    device = resolve_device(device)
     train_store = train if isinstance(train, Store) else open_store(train)
     test_store = test if isinstance(test, Store) else open_store(test)
     check_compatible(train_store, test_store, MODALITIES)
     test_split = test_store.split("test")
     draws = [stratified_subset(test_split, subset, config.seed, j) for j in range(subsets)]
     inputs, labels = load_training_set(train_store, MODALITIES, device, config.memory_format)
+    bar = tqdm(total=len(current().share(config.num_eval)) * config.epochs, disable=not progress, unit="epoch",
+               desc="retrieval")
+
+    def network(run: int) -> tuple[list[dict[str, dict[str, float]]], float]:
+        """Network ``run``'s scores per subset (direction -> metric -> value) and its time."""
+        start = time.perf_counter()
+        model = train_fresh_network(train_store, inputs, labels, config, run, device, bar)
+        per_subset = []
+        for index in draws:
+            embedded = embed_pairs(model, test_split, index, device, space)
+            per_subset.append({direction: retrieval_scores(partner_ranks(embedded[query], embedded[target]))
+                               for direction, (query, target) in DIRECTIONS.items()})
+        return per_subset, time.perf_counter() - start
+
+    with bar:
+        results = spread(config.num_eval, network)
     scores: dict[str, dict[str, list[float]]] = {d: {"r1": [], "r5": [], "medr": []} for d in DIRECTIONS}
-    seconds = []
-    with tqdm(total=config.num_eval * config.epochs, disable=not progress, unit="epoch", desc="retrieval") as bar:
-        for run in range(config.num_eval):
-            start = time.perf_counter()
-            model = train_fresh_network(train_store, inputs, labels, config, run, device, bar)
-            for index in draws:
-                embedded = embed_pairs(model, test_split, index, device, space)
-                for direction, (query, target) in DIRECTIONS.items():
-                    for metric, value in retrieval_scores(partner_ranks(embedded[query], embedded[target])).items():
-                        scores[direction][metric].append(value)
-            seconds.append(time.perf_counter() - start)
-    return RetrievalResult(config, subset, subsets, space, scores, seconds)
+    for per_subset, _ in results:  # network-major, as the runs are listed
+        for subset_scores in per_subset:
+            for direction, metrics in subset_scores.items():
+                for metric, value in metrics.items():
+                    scores[direction][metric].append(value)
+    return RetrievalResult(config, subset, subsets, space, scores, [s for _, s in results])
 
 
 def format_summary(result: RetrievalResult) -> Sequence[str]:

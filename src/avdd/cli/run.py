@@ -1,0 +1,40 @@
+"""``avdd run``: an experiment config's grid, distilled and evaluated cell by cell, with tables."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from avdd.cli.common import add_device_option
+from avdd.device import resolve_device
+from avdd.experiments.config import load_experiment
+from avdd.experiments.runner import TABLES, run_experiment
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    experiment = load_experiment(args.config, args.set or ())
+    outcomes = run_experiment(experiment, args.out, device=resolve_device(args.device), progress=not args.quiet,
+                              log=(lambda line: None) if args.quiet else print)
+    print((args.out / TABLES).read_text().rstrip())
+    print(f"\nresults: {args.out}/results.json, results.csv, tables.md; figures: avdd report {args.out}")
+    return 1 if any(o.status != "done" for o in outcomes) else 0
+
+
+def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = verbs.add_parser(
+        "run", parents=[common], help="run an experiment config: every cell distilled, evaluated, tabulated",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Expands the config's grid, distills and evaluates every cell (finished steps are cached in "
+                    "--out, so rerunning resumes and a changed setting re-runs only its cells), and writes "
+                    "results.json, results.csv and tables.md. A failing cell is reported and the others go on; "
+                    "the exit status is 1 if any cell failed.",
+        epilog="examples:\n  avdd run configs/recognition.yaml --out runs/recognition\n"
+               "  avdd run configs/recognition.yaml --set dataset=avdigits --set grid.ipc=[1] "
+               "--set evaluate.num_eval=1 --out runs/rec-quick\n"
+               "  avdd run configs/fusion.yaml --set dataset=vggs10k --set data=/data/vggs10k --out runs/fusion")
+    p.add_argument("config", type=Path, help="experiment config (configs/*.yaml)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a key of the resolved config (dotted path, YAML value); repeatable")
+    p.add_argument("--out", type=Path, required=True, help="run directory (sets, cell results, tables)")
+    add_device_option(p)
+    p.set_defaults(handler=cmd_run)

@@ -1,0 +1,1 @@
+"""Experiment configs, the grid runner (avdd run) and the result tables."""

@@ -1,0 +1,298 @@
+"""Experiment configs: a YAML file (one per table of the paper), a dataset and schedule picked in it,
+``--set key=value`` overrides, validated into an :class:`Experiment`.
+
+A config file names several datasets and schedules; resolving it picks one of each and flattens
+the result into the *resolved view* (``experiment``, ``dataset``, ``data``, ``schedule``,
+``seeds``, ``distill``, ``methods``, ``intermediate``, ``evaluate``, ``evaluation``,
+``retrieval``, ``grid``, ``exclude``, ``whole_data``, ``table``). ``--set`` keys are dotted paths
+into that view (``--set evaluate.num_eval=1``); values are YAML (``--set grid.ipc=[1,10]``).
+The README documents the format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from avdd.distill.base import METHODS, get_method
+from avdd.errors import AvddError
+from avdd.evaluate.recognition import EvalConfig
+from avdd.evaluate.retrieval import SPACES
+
+EVALUATIONS = ("recognition", "retrieval")
+CELL_AXES = ("method", "ipc", "modalities", "fusion")  # grid axes that are not method settings
+FILE_KEYS = ("experiment", "description", "evaluation", "dataset", "datasets", "schedules", "retrieval", "grid",
+             "exclude", "whole_data", "table")
+SCHEDULE_KEYS = ("seeds", "distill", "methods", "intermediate", "evaluate")
+INTERMEDIATE_KEYS = ("every", "num_eval", "epochs")
+RETRIEVAL_KEYS = ("subset", "subsets", "space")
+TABLE_KEYS = ("rows", "columns")
+OPEN = None  # a section whose keys are checked later (per method) or not at all
+
+
+def method_setting_names() -> set[str]:
+    get_method("random")  # registers the built-in methods
+    return {s for name in METHODS.names() for s in METHODS.get(name).settings}
+
+
+def eval_setting_names() -> set[str]:
+    return {f.name for f in fields(EvalConfig)} - {"modalities", "fusion", "seed"}  # those come from each cell
+
+
+def view_schema() -> dict[str, Any]:
+    """Known keys of the resolved view: a tuple/set lists a section's keys, OPEN takes any."""
+    leaf = ("experiment", "description", "evaluation", "dataset", "data", "schedule", "seeds", "exclude", "whole_data")
+    return {
+        **{k: () for k in leaf},
+        "distill": method_setting_names(),
+        "methods": OPEN,
+        "intermediate": INTERMEDIATE_KEYS,
+        "evaluate": eval_setting_names(),
+        "retrieval": RETRIEVAL_KEYS,
+        "grid": OPEN,  # named-variant axes take any name; validate() checks the settings
+        "table": TABLE_KEYS,
+    }
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One grid axis: ``values`` label the table; ``settings[i]`` is what value i sets in a cell;
+    ``named``: a mapping of variants (any axis name) rather than a list of one setting's values."""
+
+    name: str
+    values: tuple[Any, ...]
+    settings: tuple[dict[str, Any], ...]
+    named: bool
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A resolved, validated config (``view`` is what ran, saved beside the results)."""
+
+    view: dict[str, Any]
+    source: str  # the file, for messages
+
+    @property
+    def axes(self) -> list[Axis]:
+        return [parse_axis(name, values) for name, values in self.view["grid"].items()]
+
+    def eval_config(self, modalities: Sequence[str], fusion: str, seed: int) -> EvalConfig:
+        return EvalConfig.from_json({**self.view["evaluate"], "modalities": list(modalities), "fusion": fusion,
+                                     "seed": seed})
+
+    def title(self) -> str:
+        v = self.view
+        e = self.eval_config(("audio",), "ensemble", 0)
+        return (f"{v['experiment']} on {v['dataset']} — schedule {v['schedule']}: {len(v['seeds'])} seed(s) × "
+                f"{e.num_eval} network(s) × {e.epochs} epochs")
+
+
+def parse_modalities(value: Any, where: str) -> tuple[str, ...]:
+    """``audio+frame`` (or a list) -> ("audio", "frame")."""
+    parts = value if isinstance(value, list) else str(value).split("+")
+    modalities = tuple(str(p).strip() for p in parts if str(p).strip())
+    if not modalities or len(set(modalities)) != len(modalities):
+        raise AvddError(f"{where}: modalities must be distinct names joined by '+', e.g. audio+frame; got {value!r}")
+    return modalities
+
+
+def parse_axis(name: str, values: Any) -> Axis:
+    """A list of values (each sets ``name``) or a mapping of labels to settings (named variants)."""
+    if isinstance(values, Mapping) and values:
+        for label, settings in values.items():
+            if not isinstance(settings, Mapping):
+                raise AvddError(f"grid.{name}.{label}: a named variant must map settings to values, got {settings!r}")
+        return Axis(name, tuple(values), tuple(dict(s) for s in values.values()), named=True)
+    if isinstance(values, list) and values:
+        return Axis(name, tuple(values), tuple({name: v} for v in values), named=False)
+    raise AvddError(f"grid.{name}: an axis is a non-empty list of values or a mapping of named variants, "
+                    f"got {values!r}")
+
+
+# -- loading -------------------------------------------------------------------------------------
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise AvddError(f"{path}: cannot read the config ({err.strerror})") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise AvddError(f"{path}: malformed YAML{where}: {problem}") from None
+    if not isinstance(doc, dict):
+        raise AvddError(f"{path}: a config is a YAML mapping (experiment:, datasets:, grid:, …)")
+    return doc
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``key.sub=value`` -> (["key", "sub"], YAML-parsed value)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise AvddError(f"--set takes KEY=VALUE, e.g. evaluate.num_eval=1; got {text!r}")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        raise AvddError(f"--set {text}: the value is not valid YAML") from None
+    return key.strip().split("."), parsed
+
+
+def check_path(path: Sequence[str], where: str) -> None:
+    """Fail on a key the view does not have, listing the known ones."""
+    schema = view_schema()
+    head = path[0]
+    if head not in schema:
+        raise AvddError(f"{where}: unknown config key {head!r}; known: {', '.join(sorted(schema))}")
+    known = schema[head]
+    if known is OPEN or len(path) == 1:
+        return
+    if not known:
+        raise AvddError(f"{where}: {head!r} has no sub-keys")
+    if path[1] not in known:
+        raise AvddError(f"{where}: unknown key {path[1]!r} in {head}; known: {', '.join(sorted(known))}")
+
+
+def _section(doc: Mapping[str, Any], key: str, name: str, where: str) -> dict[str, Any]:
+    table = doc.get(key) or {}
+    if not isinstance(table, Mapping) or name not in table:
+        known = ", ".join(table) if isinstance(table, Mapping) else "none"
+        raise AvddError(f"{where}: no {key[:-1]} {name!r} in {key}; known: {known or 'none'}")
+    if not isinstance(table[name], Mapping):
+        raise AvddError(f"{where}: {key}.{name} must be a mapping")
+    return dict(table[name])
+
+
+def resolve(doc: Mapping[str, Any], overrides: Sequence[str] = (), source: str = "config") -> Experiment:
+    """Pick the dataset and schedule (file defaults or ``--set``), flatten, apply ``--set``, validate."""
+    unknown = sorted(set(doc) - set(FILE_KEYS))
+    if unknown:
+        raise AvddError(f"{source}: unknown top-level key(s) {', '.join(unknown)}; known: {', '.join(FILE_KEYS)}")
+    sets = [parse_override(text) for text in overrides]
+    for (path, _), text in zip(sets, overrides, strict=True):
+        check_path(path, f"--set {text}")
+    chosen = {path[0]: value for path, value in sets if len(path) == 1 and path[0] in ("dataset", "schedule")}
+    dataset_name = str(chosen.get("dataset", doc.get("dataset", "")))
+    dataset = _section(doc, "datasets", dataset_name, source)
+    schedule_name = str(chosen.get("schedule", dataset.get("schedule", "")))
+    schedule = _section(doc, "schedules", schedule_name, source)
+    if set(dataset) - {"data", "schedule"}:
+        bad = ", ".join(sorted(set(dataset) - {"data", "schedule"}))
+        raise AvddError(f"{source}: datasets.{dataset_name}: unknown key(s) {bad}; known: data, schedule")
+    if set(schedule) - set(SCHEDULE_KEYS):
+        bad = ", ".join(sorted(set(schedule) - set(SCHEDULE_KEYS)))
+        raise AvddError(f"{source}: schedules.{schedule_name}: unknown key(s) {bad}; known: {', '.join(SCHEDULE_KEYS)}")
+    view: dict[str, Any] = {
+        "experiment": doc.get("experiment", Path(source).stem),
+        "description": doc.get("description", ""),
+        "evaluation": doc.get("evaluation", "recognition"),
+        "dataset": dataset_name,
+        "data": dataset.get("data", f"data/{dataset_name}"),
+        "schedule": schedule_name,
+        "seeds": schedule.get("seeds", [0]),
+        "distill": dict(schedule.get("distill") or {}),
+        "methods": {m: dict(s or {}) for m, s in (schedule.get("methods") or {}).items()},
+        "intermediate": {"every": 0, "num_eval": 1, "epochs": 30, **(schedule.get("intermediate") or {})},
+        "evaluate": dict(schedule.get("evaluate") or {}),
+        "retrieval": {"subset": 150, "subsets": 1, "space": "probabilities", **(doc.get("retrieval") or {})},
+        "grid": dict(doc.get("grid") or {}),
+        "exclude": list(doc.get("exclude") or []),
+        "whole_data": list(doc.get("whole_data") or []),
+        "table": {"rows": ["method"], "columns": ["ipc", "modalities"], **(doc.get("table") or {})},
+    }
+    for key, value in view.items():  # what the file gave is checked like --set keys
+        if isinstance(value, Mapping) and view_schema()[key] is not OPEN:
+            for sub in value:
+                check_path([key, sub], source)
+    for path, value in sets:
+        if len(path) == 1 and path[0] in ("dataset", "schedule"):
+            continue
+        target = view
+        for part in path[:-1]:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise AvddError(f"--set {'.'.join(path)}: {part!r} is not a mapping")
+        target[path[-1]] = value
+    experiment = Experiment(view, source)
+    validate(experiment)
+    return experiment
+
+
+def merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``, mappings merged key by key."""
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = merge(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) else value
+    return out
+
+
+def read_config(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file with the files its ``include:`` names (relative to it) merged underneath."""
+    if path.resolve() in seen:
+        raise AvddError(f"{path}: included twice in a loop ({' -> '.join(map(str, seen))})")
+    doc = read_yaml(path)
+    includes = doc.pop("include", [])
+    base: dict[str, Any] = {}
+    for name in [includes] if isinstance(includes, str) else includes:
+        base = merge(base, read_config(path.parent / name, (*seen, path.resolve())))
+    return merge(base, doc)
+
+
+def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> Experiment:
+    path = Path(path)
+    return resolve(read_config(path), overrides, str(path))
+
+
+# -- validation ----------------------------------------------------------------------------------
+def _ints(value: Any, where: str, minimum: int) -> list[int]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, int) and v >= minimum for v in value):
+        raise AvddError(f"{where} must be a non-empty list of integers ≥ {minimum}, got {value!r}")
+    return value
+
+
+def validate(experiment: Experiment) -> None:
+    """Types and names that can be checked before anything runs (methods are checked per cell, so a
+    method this avdd lacks fails its own cells only)."""
+    v, where = experiment.view, experiment.source
+    if v["evaluation"] not in EVALUATIONS:
+        raise AvddError(f"{where}: evaluation must be one of {', '.join(EVALUATIONS)}, got {v['evaluation']!r}")
+    _ints(v["seeds"], f"{where}: seeds", 0)
+    if v["retrieval"]["space"] not in SPACES:
+        raise AvddError(f"{where}: retrieval.space must be one of {', '.join(SPACES)}")
+    if not isinstance(v["intermediate"]["every"], int) or v["intermediate"]["every"] < 0:
+        raise AvddError(f"{where}: intermediate.every must be an integer ≥ 0 (0: no intermediate evaluations)")
+    experiment.eval_config(("audio",), "ensemble", 0)  # evaluate settings: types and ranges
+    allowed = set(CELL_AXES) | method_setting_names()
+    if not v["grid"]:
+        raise AvddError(f"{where}: grid is empty; it needs at least a method axis")
+    for axis in experiment.axes:
+        if not axis.named and axis.name not in allowed:
+            raise AvddError(f"{where}: grid.{axis.name}: a list axis must be a setting ({', '.join(sorted(allowed))}); "
+                            "name anything else as a mapping of variants")
+        for settings in axis.settings:
+            bad = sorted(set(settings) - allowed)
+            if bad:
+                raise AvddError(f"{where}: grid.{axis.name}: unknown setting(s) {', '.join(bad)}")
+            if "modalities" in settings:
+                parse_modalities(settings["modalities"], f"{where}: grid.{axis.name}")
+            if "ipc" in settings:
+                _ints([settings["ipc"]], f"{where}: grid.{axis.name} ipc", 1)
+    for entry in v["exclude"]:
+        if not isinstance(entry, Mapping) or not entry:
+            raise AvddError(f"{where}: exclude entries are mappings of axis or setting values, got {entry!r}")
+    for modalities in v["whole_data"]:
+        parse_modalities(modalities, f"{where}: whole_data")
+    if v["whole_data"] and "method" not in v["table"]["rows"]:
+        raise AvddError(f"{where}: whole_data adds a 'whole data' row, so table.rows must include method")
+    names = {a.name for a in experiment.axes} | set(CELL_AXES)
+    for part in TABLE_KEYS:
+        layout = v["table"][part]
+        if not isinstance(layout, list) or not all(a in names for a in layout):
+            raise AvddError(f"{where}: table.{part} must list grid axes (of: {', '.join(sorted(names))}), "
+                            f"got {layout!r}")
+    for method, block in v["methods"].items():
+        if not isinstance(block, Mapping):
+            raise AvddError(f"{where}: methods.{method} must map settings to values")

@@ -1,0 +1,267 @@
+"""``avdd run``: every cell of an experiment, distill → evaluate, each step cached by a hash of its
+full settings.
+
+Layout of the output directory::
+
+    config.yaml            the resolved config that ran
+    sets/NAME-KEY/         distilled sets (a store each, with distill_log.json); shared by every
+                           evaluation that needs the same set
+    experts/NAME-KEY/      outputs of the steps a method needs (MTT's expert trajectories)
+    cells/KEY.json         one evaluation: its settings, metrics and the full result
+    results.json           every cell (settings, status, metrics, error), results.csv, tables.md
+
+A step is done when its output exists, so a second run does nothing and a changed setting re-runs
+only the steps whose settings it changes. A failing step fails its cells, is reported, and the
+run goes on; failures are not cached, so the next run tries them again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from avdd.data.sources import DATASETS
+from avdd.data.store import META_FILE, Store, open_store
+from avdd.device import resolve_device
+from avdd.distill.api import distill
+from avdd.distill.base import get_method
+from avdd.errors import AvddError
+from avdd.evaluate.recognition import EvalConfig, evaluate_recognition
+from avdd.evaluate.retrieval import evaluate_retrieval
+from avdd.experiments.config import Experiment
+from avdd.experiments.grid import Cell, expand
+from avdd.experiments.steps import STEPS
+from avdd.experiments.tables import METRICS, build_table, format_value, to_csv, to_markdown
+
+Log = Callable[[str], None]
+RESULTS, TABLES, CSV_FILE, CONFIG_FILE = "results.json", "tables.md", "results.csv", "config.yaml"
+
+
+def settings_key(settings: Any) -> str:
+    """A stable hash of JSON-able settings (key order does not matter)."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def open_data(experiment: Experiment, progress: bool) -> Store:
+    """The experiment's real store; a dataset avdd can build (avdigits) is built where it is missing."""
+    path, name = Path(experiment.view["data"]), experiment.view["dataset"]
+    if not path.exists() and name in DATASETS:
+        return DATASETS.get(name).build(path, overwrite=False, progress=progress)
+    if not path.exists():
+        raise AvddError(f"{path}: no {name} store there; prepare it (docs/datasets.md) or point to one "
+                        "with --set data=DIR")
+    return open_store(path)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One cacheable unit of work: its output directory is ``kind/name-key``."""
+
+    kind: str
+    name: str
+    settings: dict[str, Any]
+    needs: tuple[Step, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return settings_key({"kind": self.kind, **self.settings, "needs": [s.key for s in self.needs]})
+
+    def path(self, out: Path) -> Path:
+        return out / self.kind / f"{self.name}-{self.key[:8]}"
+
+
+@dataclass
+class Outcome:
+    cell: Cell
+    key: str
+    status: str = "done"  # or "failed"
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    error: str | None = None
+    set: str | None = None
+    cached: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"labels": self.cell.labels, "settings": self.cell.settings, "seed": self.cell.seed, "key": self.key,
+                "status": self.status, "metrics": self.metrics, "error": self.error, "set": self.set}
+
+
+def recognition(train: Store, test: Store, experiment: Experiment, config: EvalConfig, device: torch.device,
+                progress: bool) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    result = evaluate_recognition(train, test, config, device=device, progress=progress).to_json()
+    return {"accuracy": result["accuracy"]}, result
+
+
+def retrieval(train: Store, test: Store, experiment: Experiment, config: EvalConfig, device: torch.device,
+              progress: bool) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    result = evaluate_retrieval(train, test, config, device=device, progress=progress,
+                                **experiment.view["retrieval"]).to_json()
+    metrics = {name: result[name.split(".")[0]][name.split(".")[1]] for name in METRICS if "." in name}
+    return metrics, result
+
+
+EVALUATIONS = {"recognition": recognition, "retrieval": retrieval}
+
+
+class Runner:
+    def __init__(self, experiment: Experiment, out: Path, *, device: str | torch.device | None = "cpu",
+                 progress: bool = True, log: Log = print) -> None:
+        self.experiment, self.out, self.progress, self.log = experiment, Path(out), progress, log
+        self.device = resolve_device(device)
+        self.store = open_data(experiment, progress)
+        # the data's identity is its description (classes, shapes, statistics, provenance), not its path
+        self.data_key = settings_key((self.store.path / META_FILE).read_text())
+        self.failed: dict[str, str] = {}  # step key -> error, so a shared failing step runs once per run
+
+    # -- planning --------------------------------------------------------------------------------
+    def distill_step(self, cell: Cell) -> Step:
+        """The cell's distillation: common schedule settings the method takes, its own block, the grid."""
+        view = self.experiment.view
+        taken = get_method(cell.method).settings
+        block = dict(view["methods"].get(cell.method, {}))
+        needs = tuple(Step(name, "+".join(cell.modalities),
+                           {"data": self.data_key, "modalities": list(cell.modalities), **block.pop(name)})
+                      for name in STEPS if name in block)
+        settings = {k: v for k, v in view["distill"].items() if k in taken} | block | cell.method_settings()
+        # only iterative methods (those with iterations) evaluate while distilling
+        intermediate = view["intermediate"] if view["intermediate"]["every"] and "iterations" in taken else None
+        return Step("sets", f"{cell.method}-ipc{cell.ipc}-{'+'.join(cell.modalities)}-s{cell.seed}",
+                    {"data": self.data_key, "method": cell.method, "ipc": cell.ipc, "seed": cell.seed,
+                     "modalities": list(cell.modalities), "settings": settings, "intermediate": intermediate},
+                    needs)
+
+    def eval_key(self, cell: Cell, config: EvalConfig, distilled: Step | None) -> str:
+        view = self.experiment.view
+        source = distilled.key if distilled else {"whole": self.data_key}
+        extra = view["retrieval"] if view["evaluation"] == "retrieval" else None
+        return settings_key({"set": source, "evaluation": view["evaluation"], "config": config.to_json(),
+                             "retrieval": extra})
+
+    # -- running ---------------------------------------------------------------------------------
+    def ensure(self, step: Step) -> Path:
+        """The step's output, run now (after the steps it needs) unless it exists."""
+        path = step.path(self.out)
+        if step.key in self.failed:
+            raise AvddError(self.failed[step.key])
+        if path.exists():
+            return path
+        try:
+            needed = {s.kind: str(self.ensure(s)) for s in step.needs}
+            self.log(f"  {step.kind}/{path.name} …")
+            start = time.perf_counter()
+            self.run_step(step, path, needed)
+            self.log(f"  … done in {time.perf_counter() - start:.1f} s")
+        except Exception as err:  # a cell's failure, not the run's
+            self.failed[step.key] = str(err) or type(err).__name__
+            raise
+        return path
+
+    def run_step(self, step: Step, path: Path, needed: Mapping[str, str]) -> None:
+        s = step.settings
+        if step.kind == "sets":
+            eval_config = None
+            if s["intermediate"]:
+                eval_config = replace(self.experiment.eval_config(s["modalities"], "ensemble", s["seed"]),
+                                      num_eval=s["intermediate"]["num_eval"], epochs=s["intermediate"]["epochs"])
+            distill(self.store.path, path, s["method"], modalities=s["modalities"], ipc=s["ipc"], seed=s["seed"],
+                    device=self.device, progress=self.progress, resume=True,
+                    eval_every=s["intermediate"]["every"] if s["intermediate"] else 0, eval_config=eval_config,
+                    **s["settings"], **needed)
+            return
+        settings = {k: v for k, v in s.items() if k not in ("data", "modalities")}
+        tmp = path.with_name(f".{path.name}.partial")  # a step's own resumable work lives here until done
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        STEPS[step.kind](self.store, tmp, modalities=tuple(s["modalities"]), device=self.device, progress=self.progress,
+                         **settings)
+        os.replace(tmp, path)
+
+    def run_cell(self, cell: Cell) -> Outcome:
+        view = self.experiment.view
+        config = self.experiment.eval_config(cell.modalities, cell.fusion, cell.seed)
+        distilled = None if cell.whole else self.distill_step(cell)
+        outcome = Outcome(cell, self.eval_key(cell, config, distilled))
+        result_file = self.out / "cells" / f"{outcome.key}.json"
+        if result_file.is_file():
+            saved = json.loads(result_file.read_text())
+            outcome.metrics, outcome.set, outcome.cached = saved["metrics"], saved["set"], True
+            return outcome
+        if distilled is None:
+            train, outcome.set = self.store, None
+        else:
+            path = self.ensure(distilled)
+            train, outcome.set = open_store(path), str(path.relative_to(self.out))
+        self.log(f"  {view['evaluation']} …")
+        outcome.metrics, result = EVALUATIONS[view["evaluation"]](train, self.store, self.experiment, config,
+                                                                  self.device, self.progress)
+        write_atomic(result_file, json.dumps({**outcome.to_json(), "result": result}, indent=1) + "\n")
+        return outcome
+
+    def run(self) -> list[Outcome]:
+        cells = expand(self.experiment)
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.out / CONFIG_FILE, yaml.safe_dump(self.experiment.view, sort_keys=False, allow_unicode=True))
+        outcomes = []
+        for i, cell in enumerate(cells, 1):
+            self.log(f"[{i}/{len(cells)}] {cell.describe()}")
+            try:
+                outcome = self.run_cell(cell)
+            except Exception as err:  # reported with the cell; the other cells go on
+                message = str(err) or type(err).__name__
+                if not isinstance(err, AvddError):
+                    self.log(traceback.format_exc().rstrip())
+                outcome = Outcome(cell, "", status="failed", error=message)
+                self.log(f"  FAILED: {message}")
+            else:
+                summary = ", ".join(f"{m} {format_value(m, v['mean'], v['std'])}" for m, v in outcome.metrics.items())
+                self.log(f"  {'cached: ' if outcome.cached else ''}{summary}")
+            outcomes.append(outcome)
+        self.write(outcomes)
+        done = [o for o in outcomes if o.status == "done"]
+        cached = sum(o.cached for o in done)
+        failed = len(outcomes) - len(done)
+        if cached == len(outcomes):
+            self.log(f"nothing to do: all {len(outcomes)} cells were cached")
+        else:
+            self.log(f"{len(outcomes)} cells: {len(done) - cached} run, {cached} cached, {failed} failed")
+        return outcomes
+
+    def write(self, outcomes: list[Outcome]) -> None:
+        view = self.experiment.view
+        cells = [o.to_json() for o in outcomes]
+        title = self.experiment.title()
+        write_atomic(self.out / RESULTS, json.dumps({"title": title, "experiment": view, "cells": cells},
+                                                    indent=1) + "\n")
+        write_atomic(self.out / CSV_FILE, to_csv(cells))
+        write_atomic(self.out / TABLES, tables_markdown(title, view, cells))
+
+
+def tables_markdown(title: str, view: Mapping[str, Any], cells: list[dict[str, Any]]) -> str:
+    table = build_table(cells, view["table"]["rows"], view["table"]["columns"], title)
+    text = [to_markdown(table), "", "mean ± std (population) over every network of every seed."]
+    failures = [c for c in cells if c["status"] != "done"]
+    if failures:
+        text += ["", "Failed cells:", ""]
+        text += [f"- {json.dumps(c['labels'], default=str)} seed {c['seed']}: {c['error']}" for c in failures]
+    return "\n".join(text) + "\n"
+
+
+def run_experiment(experiment: Experiment, out: str | Path, *, device: str | torch.device | None = "cpu",
+                   progress: bool = True, log: Log = print) -> list[Outcome]:
+    """Run every cell of ``experiment`` into ``out`` (see the module docstring for the layout)."""
+    return Runner(experiment, Path(out), device=device, progress=progress, log=log).run()

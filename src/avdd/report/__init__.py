@@ -1,0 +1,1 @@
+"""Figures, listening and the HTML report of distilled sets and experiment runs."""

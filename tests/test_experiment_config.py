@@ -1,0 +1,121 @@
+"""Experiment configs: resolving a dataset and schedule, --set overrides, grid expansion, errors."""
+
+from pathlib import Path
+
+import pytest
+
+from avdd.errors import AvddError
+from avdd.experiments.config import load_experiment, read_config, resolve
+from avdd.experiments.grid import WHOLE_DATA, expand
+
+CONFIG_DIR = Path(__file__).parent.parent / "configs"
+CONFIGS = [CONFIG_DIR / f"{name}.yaml" for name in ("recognition", "fusion", "ablation", "retrieval")]
+
+
+def doc(**changes):
+    base = {
+        "experiment": "t",
+        "dataset": "small",
+        "datasets": {"small": {"data": "d/small", "schedule": "quick"}, "big": {"data": "d/big", "schedule": "long"}},
+        "schedules": {"quick": {"seeds": [0], "distill": {"iterations": 2}, "evaluate": {"num_eval": 1}},
+                      "long": {"seeds": [0, 1, 2], "distill": {"iterations": 5000}, "evaluate": {"num_eval": 5}}},
+        "grid": {"method": ["random", "dm"], "ipc": [1, 10], "modalities": ["audio", "audio+frame"]},
+    }
+    return {**base, **changes}
+
+
+def test_the_dataset_picks_its_schedule_and_set_overrides_it():
+    quick = resolve(doc())
+    assert quick.view["data"] == "d/small" and quick.view["seeds"] == [0]
+    big = resolve(doc(), ["dataset=big"])
+    assert big.view["schedule"] == "long" and big.view["distill"] == {"iterations": 5000}
+    mixed = resolve(doc(), ["dataset=big", "schedule=quick", "data=/x", "evaluate.epochs=3", "grid.ipc=[20]"])
+    assert mixed.view["data"] == "/x" and mixed.view["seeds"] == [0]
+    assert mixed.view["evaluate"] == {"num_eval": 1, "epochs": 3} and mixed.view["grid"]["ipc"] == [20]
+
+
+def test_grid_expansion_is_the_product_minus_exclusions_plus_whole_data_per_seed():
+    exp = resolve(doc(exclude=[{"method": "dm", "modalities": "audio"}], whole_data=["audio+frame"]),
+                  ["seeds=[0,1]"])
+    cells = expand(exp)
+    described = [(c.labels["method"], c.labels["ipc"], c.labels["modalities"], c.seed) for c in cells]
+    assert described == [
+        ("random", 1, "audio", 0), ("random", 1, "audio", 1), ("random", 1, "audio+frame", 0),
+        ("random", 1, "audio+frame", 1), ("random", 10, "audio", 0), ("random", 10, "audio", 1),
+        ("random", 10, "audio+frame", 0), ("random", 10, "audio+frame", 1),
+        ("dm", 1, "audio+frame", 0), ("dm", 1, "audio+frame", 1), ("dm", 10, "audio+frame", 0),
+        ("dm", 10, "audio+frame", 1), (WHOLE_DATA, None, "audio+frame", 0), (WHOLE_DATA, None, "audio+frame", 1),
+    ]
+    assert cells[8].modalities == ("audio", "frame") and cells[8].fusion == "ensemble"
+    assert cells[-1].whole and not cells[0].whole
+
+
+def test_named_variants_set_several_settings_and_label_the_axis():
+    grid = {"ipc": [1], "variant": {"base": {"method": "avdd", "lambda_jm": 0, "lambda_mgm": 0},
+                                    "full": {"method": "avdd"}}}
+    cells = expand(resolve(doc(grid=grid, table={"rows": ["variant"], "columns": ["ipc"]})))
+    assert [c.labels for c in cells] == [{"ipc": 1, "variant": "base"}, {"ipc": 1, "variant": "full"}]
+    assert cells[0].method_settings() == {"lambda_jm": 0, "lambda_mgm": 0} and cells[1].method_settings() == {}
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["evaluate.num_evl=1"], "unknown key 'num_evl' in evaluate"),
+    (["distill.iteratons=1"], "unknown key 'iteratons' in distill"),
+    (["nonsense=1"], "unknown config key 'nonsense'"),
+    (["epochs"], "--set takes KEY=VALUE"),
+    (["dataset=nope"], "no dataset 'nope' in datasets; known: small, big"),
+    (["schedule=nope"], "no schedule 'nope'"),
+    (["seeds=[]"], "seeds must be a non-empty list"),
+    (["evaluate.num_eval=0"], "evaluation settings must be positive"),
+    (["grid.bogus=[1]"], "grid.bogus: a list axis must be a setting"),
+    (["grid.ipc=[0]"], "ipc must be a non-empty list of integers ≥ 1"),
+    (["grid.modalities=[audio+audio]"], "modalities must be distinct"),
+    (["evaluation=speed"], "evaluation must be one of recognition, retrieval"),
+    (["table.rows=[nope]"], "table.rows must list grid axes"),
+])
+def test_bad_settings_are_reported_clearly(overrides, message):
+    with pytest.raises(AvddError, match=message):
+        resolve(doc(), overrides)
+
+
+def test_malformed_yaml_names_the_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("experiment: x\ngrid: [1, 2\n")
+    with pytest.raises(AvddError, match=r"bad.yaml: malformed YAML at line \d+"):
+        load_experiment(bad)
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("experiment: x\ngird: {}\n")
+    with pytest.raises(AvddError, match="unknown top-level key"):
+        load_experiment(unknown)
+
+
+def test_a_cell_without_a_method_is_an_error():
+    with pytest.raises(AvddError, match="sets no method"):
+        expand(resolve(doc(grid={"ipc": [1]}, table={"rows": ["ipc"], "columns": []})))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_every_shipped_config_resolves_for_every_dataset(path):
+    datasets = read_config(path)["datasets"]
+    assert "avdigits" in datasets
+    for name in datasets:
+        cells = expand(load_experiment(path, [f"dataset={name}"]))
+        assert cells and all(c.whole or c.ipc >= 1 for c in cells)
+
+
+def test_the_ablation_covers_init_factor_and_matching_terms():
+    cells = expand(load_experiment(CONFIG_DIR / "ablation.yaml", ["grid.ipc=[1]"]))
+    assert len(cells) == 2 * 2 * 5
+    assert {(c.settings["init"], c.settings["factor"]) for c in cells} == {
+        ("random", False), ("random", True), ("herding", False), ("herding", True)}
+    without_base = [c for c in cells if c.labels["matching"] == "JM + MGM"]
+    assert len(without_base) == 4 and all(c.method_settings()["lambda_base"] == 0 for c in without_base)
+
+
+def test_includes_merge_underneath_the_including_file(tmp_path):
+    (tmp_path / "base.yaml").write_text("schedules: {s: {seeds: [0], evaluate: {num_eval: 1, epochs: 2}}}\n")
+    (tmp_path / "top.yaml").write_text(
+        "include: base.yaml\ndataset: d\ndatasets: {d: {data: x, schedule: s}}\n"
+        "schedules: {s: {evaluate: {epochs: 9}}}\ngrid: {method: [random], ipc: [1]}\n")
+    exp = load_experiment(tmp_path / "top.yaml")
+    assert exp.view["evaluate"] == {"num_eval": 1, "epochs": 9} and exp.view["seeds"] == [0]

@@ -1,0 +1,175 @@
+"""Figures, projections, listening and the HTML report."""
+
+import json
+import struct
+import wave
+
+import numpy as np
+import pytest
+import torch
+
+import avdd.experiments.runner as runner
+from avdd.cli import main
+from avdd.data.audio import SAMPLE_RATE, SPECTROGRAM_SHAPE, clip_to_spectrogram, read_wav
+from avdd.data.store import ModalitySpec, open_store, write_store
+from avdd.distill.api import distill
+from avdd.distill.base import SyntheticSet, save_synthetic
+from avdd.errors import AvddError
+from avdd.experiments.config import resolve
+from avdd.experiments.runner import run_experiment
+from avdd.report.build import REPORT, build_report
+from avdd.report.figures import DPI, accuracy_figure, class_grid, grid_inches, loss_figure, projection_figure
+from avdd.report.projection import pca_fit, project, tsne
+from avdd.report.samples import training_samples
+from avdd.report.sonify import write_clips
+
+
+def png_size(path):
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])
+
+
+SPECS = {
+    "audio": ModalitySpec(shape=SPECTROGRAM_SHAPE, dtype="float16", mean=(-68.6,), std=(37.3,)),
+    "frame": ModalitySpec(shape=(1, 28, 28), dtype="uint8", mean=(0.13,), std=(0.31,), scale=1 / 255),
+}
+
+
+@pytest.fixture(scope="module")
+def spoken(data_root, tmp_path_factory):
+    """A small real store in the front end's format: FSDD digits 0 and 1, 4 train + 2 test each."""
+    rng = np.random.default_rng(0)
+    splits = {}
+    for split, takes in (("train", range(5, 9)), ("test", range(0, 2))):
+        paths = [data_root / "fsdd" / "recordings" / f"{d}_george_{k}.wav" for d in (0, 1) for k in takes]
+        audio = torch.stack([clip_to_spectrogram(*read_wav(p)) for p in paths]).numpy().astype(np.float16)
+        labels = np.repeat([0, 1], len(takes))
+        frames = rng.integers(0, 256, (len(paths), 1, 28, 28), dtype=np.uint8)
+        splits[split] = {"labels": labels, "audio": audio, "frame": frames}
+    return write_store(tmp_path_factory.mktemp("spoken") / "store", name="spoken", class_names=["zero", "one"],
+                       modalities=SPECS, splits=splits)
+
+
+@pytest.fixture(scope="module")
+def factorised(spoken, tmp_path_factory):
+    """A factorised 'distilled' set (one stored sample per class) with a loss and evaluation log."""
+    split = spoken.split("train")
+    index = [int(split.class_indices[c][0]) for c in range(2)]
+    data = {m: torch.from_numpy(np.asarray(split.arrays[m][index], dtype=np.float32)) for m in SPECS}
+    log = {"losses": [{"iteration": i, "base": 10.0 / i, "joint": 5.0 / i, "total": 15.0 / i} for i in range(1, 6)],
+           "evaluations": [{"iteration": i, "mean": 0.5 + 0.05 * i, "std": 0.01, "runs": [0.5]} for i in (0, 5)]}
+    synthetic = SyntheticSet(data, torch.tensor([0, 1]), factor=True, log=log)
+    return save_synthetic(synthetic, tmp_path_factory.mktemp("sets") / "avdd-like", spoken,
+                          provenance={"method": "avdd", "ipc": 1, "seed": 0, "modalities": ["audio", "frame"]})
+
+
+def test_training_samples_decode_the_factor_into_four_per_stored_sample(factorised):
+    samples = training_samples(factorised)
+    assert samples.class_names == ["zero", "one"]
+    assert [len(s["audio"]) for s in samples.samples] == [4, 4]
+    assert samples.samples[0]["frame"].shape == (4, 1, 28, 28)
+    assert [len(s["audio"]) for s in training_samples(factorised, max_per_class=3).samples] == [3, 3]
+
+
+def test_class_grid_has_the_expected_size(tiny_store, tmp_path):
+    samples = training_samples(tiny_store, max_per_class=5)
+    for modality in ("audio", "frame"):
+        path = class_grid(samples, tiny_store, modality, tmp_path / f"{modality}.png", "tiny")
+        width, height = grid_inches(3, 5)
+        assert png_size(path) == (round(width * DPI), round(height * DPI))
+
+
+def test_loss_and_accuracy_figures(factorised, tmp_path):
+    log = json.loads((factorised.path / "distill_log.json").read_text())
+    assert png_size(loss_figure(log, tmp_path / "l.png", "losses")) == (700, 400)
+    assert png_size(accuracy_figure(log, tmp_path / "a.png", "accuracy")) == (600, 400)
+    assert loss_figure({}, tmp_path / "none.png", "x") is None
+    assert accuracy_figure({"losses": log["losses"]}, tmp_path / "none.png", "x") is None
+    assert not (tmp_path / "none.png").exists()
+
+
+def test_projection_figure_size(tmp_path):
+    xy, labels = torch.randn(20, 2), torch.arange(20) % 3
+    points = {"audio": (xy, labels, xy[:3], labels[:3]), "frame": (xy, labels, xy[:3], labels[:3])}
+    assert png_size(projection_figure(points, ["a", "b", "c"], tmp_path / "p.png", "pca")) == (1000, 540)
+
+
+def test_pca_is_the_top_singular_directions():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 5, generator=g, dtype=torch.float64) * torch.tensor([5.0, 2.0, 1.0, 0.5, 0.1],
+                                                                             dtype=torch.float64)
+    mean, axes = pca_fit(x)
+    torch.testing.assert_close(mean, x.mean(0))
+    _, _, vt = np.linalg.svd((x - x.mean(0)).numpy(), full_matrices=False)
+    np.testing.assert_allclose(np.abs(axes.numpy()), np.abs(vt[:2]), atol=1e-8)
+    real, synthetic = project(x, x[:4])
+    torch.testing.assert_close(synthetic, real[:4])
+    assert real[:, 0].var() > real[:, 1].var() > 1.0
+
+
+def test_tsne_keeps_separated_clusters_apart():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(3, 40, generator=g) * 10
+    labels = torch.arange(3).repeat_interleave(30)
+    x = centres[labels] + torch.randn(90, 40, generator=g)
+    y = tsne(x, perplexity=10, iterations=400)
+    assert y.shape == (90, 2) and torch.isfinite(y).all()
+    d = torch.cdist(y, y).fill_diagonal_(float("inf"))
+    neighbours = d.topk(5, largest=False).indices
+    assert float((labels[neighbours] == labels[:, None]).float().mean()) > 0.95
+
+
+def test_listen_writes_valid_wavs_for_every_decoded_sample(factorised, tmp_path, capsys):
+    assert main(["listen", str(factorised.path), "--out", str(tmp_path / "wav"), "--iterations", "8"]) == 0
+    assert "8 clips (11000 Hz" in capsys.readouterr().out
+    files = sorted((tmp_path / "wav").glob("*.wav"))
+    assert [f.name for f in files[:5]] == ["000-zero-0.wav", "000-zero-1.wav", "000-zero-2.wav", "000-zero-3.wav",
+                                           "001-one-0.wav"]
+    for f in files:
+        with wave.open(str(f)) as w:
+            assert (w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()) == (1, 2, SAMPLE_RATE,
+                                                                                              SAMPLE_RATE)
+        samples, _ = read_wav(f)
+        assert samples.abs().max() > 0.001  # not silence: the spoken digits are in there
+
+
+def test_listen_refuses_what_is_not_a_front_end_spectrogram(tiny_store, tmp_path):
+    with pytest.raises(AvddError, match="not a front-end log-mel spectrogram"):
+        write_clips(tiny_store, tmp_path)
+
+
+def test_report_of_a_set_has_figures_and_a_player_per_spectrogram(factorised, tmp_path):
+    page = build_report(factorised.path, tmp_path / "r", max_per_class=2, log=lambda line: None).read_text()
+    folder = tmp_path / "r" / "sets" / "avdd-like"
+    for name in ("audio_grid.png", "frame_grid.png", "projection.png", "losses.png", "accuracy.png"):
+        assert png_size(folder / name)[0] > 100 and f"sets/avdd-like/{name}" in page
+    assert page.count("<audio ") == 4 and len(list((folder / "audio").glob("*.wav"))) == 4
+    assert page.count("<img ") == 5 + 4 * 2  # the figures, then a frame and a spectrogram per sample
+    for src in [part.split("'")[0] for part in page.split("src='")[1:]]:
+        assert (tmp_path / "r" / src).is_file(), src
+
+
+def test_report_of_a_run_has_its_table_and_the_sets_of_the_first_seed(spoken, tmp_path, monkeypatch):
+    def fake_recognition(train, test, exp, config, device, progress):
+        return {"accuracy": {"mean": 0.5, "std": 0.0, "runs": [0.5]}}, {}
+
+    monkeypatch.setitem(runner.EVALUATIONS, "recognition", fake_recognition)
+    doc = {"dataset": "spoken", "datasets": {"spoken": {"data": str(spoken.path), "schedule": "s"}},
+           "schedules": {"s": {"seeds": [0, 1]}}, "grid": {"method": ["random"], "ipc": [1, 2]},
+           "whole_data": ["audio+frame"]}
+    run_experiment(resolve(doc), tmp_path / "run", progress=False, log=lambda line: None)
+    assert main(["report", str(tmp_path / "run"), "--max-per-class", "1", "-q"]) == 0
+    page = (tmp_path / "run" / "report" / REPORT).read_text()
+    assert "<table class='results'>" in page and "whole data" in page
+    assert page.count("<h2 id='random-ipc") == 2 and "-s0-" in page and "-s1-" not in page
+    assert page.count("<audio ") == 2 * 2
+
+
+def test_a_set_without_its_source_still_reports(spoken, tmp_path):
+    moved = distill(spoken.path, tmp_path / "set", "random", modalities=("audio",), ipc=1, progress=False)
+    meta = json.loads((moved.path / "meta.json").read_text())
+    meta["provenance"]["source_dataset"]["path"] = str(tmp_path / "gone")
+    (moved.path / "meta.json").write_text(json.dumps(meta))
+    page = build_report(open_store(moved.path).path, tmp_path / "r", log=lambda line: None).read_text()
+    assert "no projection:" in page and page.count("<audio ") == 2
