@@ -1,6 +1,7 @@
-"""The main job on the embedded default dataset: avdigits distilled with every method at a short
-schedule and evaluated with the recognition protocol — an experiment like those in ``configs/``,
-run by the experiment runner, so finished sets and results are reused."""
+"""The main job on the embedded default dataset: avdigits distilled with random, herding, DM and
+AVDD at a short schedule and evaluated with the recognition protocol (MTT is left out: it needs
+expert trajectories first) — an experiment like those in ``configs/``, run by the experiment
+runner, so finished sets and results are reused."""
 
 from __future__ import annotations
 
