@@ -25,7 +25,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     d = DemoSettings()
     p = verbs.add_parser(
-        "demo", parents=[common], help="the main job: distill avdigits with every method and compare",
+        "demo", parents=[common], help="the main job: distill avdigits with random, herding, DM and AVDD and compare",
         description="Builds avdigits, distills it with random, herding, DM and AVDD at a short schedule, "
                     "evaluates each set with the recognition protocol and prints the table.",
         epilog="example: avdd demo --workdir avdd-demo")
