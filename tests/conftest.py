@@ -10,8 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from avdd.data.store import ModalitySpec, Store, write_store
+from avdd.distill.synthetic import DivergedError
 
 
 @pytest.fixture(scope="session")
@@ -89,3 +91,18 @@ def tiny_experts(tiny_store: Store, tmp_path_factory: pytest.TempPathFactory):
 
     return train_experts(tiny_store, tmp_path_factory.mktemp("experts") / "experts", ExpertConfig(**TINY_EXPERTS),
                          progress=False)
+
+
+def assert_nan_stops_the_run(make_run, checkpoint: Path, iterations: int, modality: str, message: str) -> None:
+    """A run resumed after ``iterations`` whose synthetic ``modality`` holds a NaN stops with
+    ``message`` (a regex) and leaves the checkpoint of the last good iteration untouched.
+    ``make_run(total_iterations)`` builds a fresh run of the method under test."""
+    make_run(iterations).run(checkpoint=checkpoint, progress=False)
+    good = checkpoint.read_bytes()
+    run = make_run(2 * iterations)
+    run.load_state(checkpoint)
+    with torch.no_grad():
+        run.synthetic[modality][0, 0, 0, 0] = float("nan")
+    with pytest.raises(DivergedError, match=message):
+        run.run(checkpoint=checkpoint, progress=False)
+    assert checkpoint.read_bytes() == good

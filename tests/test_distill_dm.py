@@ -12,8 +12,9 @@ from avdd.data.augment import Draw
 from avdd.distill.dm import MatchingConfig, MatchingRun
 from avdd.distill.factor import expand_tiles
 from avdd.distill.matching import MatchingWeights, class_means, matching_terms, weighted_total
-from avdd.distill.synthetic import DivergedError, pack_tiles
+from avdd.distill.synthetic import pack_tiles
 from avdd.errors import AvddError
+from conftest import assert_nan_stops_the_run
 
 AV = ("audio", "frame")
 SMALL = {"width": 8, "grid": 2}
@@ -123,17 +124,8 @@ def test_resume_with_another_configuration_is_refused(tiny_store, tmp_path):
 
 
 def test_nan_stops_with_iteration_and_term_and_keeps_the_checkpoint(tiny_store, tmp_path):
-    ck = tmp_path / "ck.pt"
-    run = make_run(tiny_store, iterations=4)
-    run.run(checkpoint=ck, progress=False)
-    good = ck.read_bytes()
-    run = make_run(tiny_store, iterations=8)
-    run.load_state(ck)
-    with torch.no_grad():
-        run.synthetic["frame"][0, 0, 0, 0] = float("nan")
-    with pytest.raises(DivergedError, match="iteration 4: the 'base' loss term is nan"):
-        run.run(checkpoint=ck, progress=False)
-    assert ck.read_bytes() == good
+    assert_nan_stops_the_run(lambda n: make_run(tiny_store, iterations=n), tmp_path / "ck.pt", 4, "frame",
+                             "iteration 4: the 'base' loss term is nan")
 
 
 def test_init_takes_real_samples_of_each_class(tiny_store):

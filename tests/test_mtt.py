@@ -13,10 +13,10 @@ from avdd.cli import main
 from avdd.data.store import open_store
 from avdd.distill.experts import ExpertSet
 from avdd.distill.mtt import MTTConfig, TrajectoryRun, student_step, trajectory_loss
-from avdd.distill.synthetic import DivergedError
 from avdd.errors import AvddError
 from avdd.models.flat import flatten_parameters, parameter_layout
 from avdd.models.fusion import build_classifier, fusion_loss
+from conftest import assert_nan_stops_the_run
 
 AV = ("audio", "frame")
 
@@ -101,16 +101,8 @@ def test_resume_equals_uninterrupted(tiny_store, tiny_experts, tmp_path):
 
 
 def test_nan_stops_with_the_iteration_and_keeps_the_checkpoint(tiny_store, tiny_experts, tmp_path):
-    ck = tmp_path / "ck.pt"
-    make_run(tiny_store, tiny_experts, iterations=2).run(checkpoint=ck, progress=False)
-    good = ck.read_bytes()
-    run = make_run(tiny_store, tiny_experts, iterations=4)
-    run.load_state(ck)
-    with torch.no_grad():
-        run.synthetic["audio"][0, 0, 0, 0] = float("nan")
-    with pytest.raises(DivergedError, match="iteration 2: the 'trajectory' loss term is nan"):
-        run.run(checkpoint=ck, progress=False)
-    assert ck.read_bytes() == good
+    assert_nan_stops_the_run(lambda n: make_run(tiny_store, tiny_experts, iterations=n), tmp_path / "ck.pt", 2,
+                             "audio", "iteration 2: the 'trajectory' loss term is nan")
 
 
 def test_bad_settings_are_clear_errors(tiny_store, tiny_experts):
