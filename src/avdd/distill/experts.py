@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -42,6 +40,7 @@ from avdd.evaluate.recognition import (
     protocol_network,
     train_network,
 )
+from avdd.files import write_text_atomic
 from avdd.models.flat import Layout, flatten_parameters, parameter_layout
 
 FORMAT = "avdd-experts"
@@ -108,13 +107,6 @@ def _comparable(manifest: dict[str, Any]) -> dict[str, Any]:
     return {**{k: v for k, v in manifest.items() if k != "code_version"}, "config": config}
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
 def _prepare_directory(out: Path, manifest: dict[str, Any]) -> None:
     """Create ``out`` with its manifest, or check that an existing one was made with these settings."""
     path = out / MANIFEST
@@ -126,7 +118,7 @@ def _prepare_directory(out: Path, manifest: dict[str, Any]) -> None:
     elif out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise AvddError(f"{out}: exists and is not an expert directory; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    _write_json(path, manifest)
+    write_text_atomic(path, json.dumps(manifest, indent=1) + "\n")
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:

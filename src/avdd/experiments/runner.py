@@ -42,6 +42,7 @@ from avdd.experiments.config import Experiment
 from avdd.experiments.grid import Cell, expand
 from avdd.experiments.steps import STEPS
 from avdd.experiments.tables import METRICS, build_table, format_value, to_csv, to_markdown
+from avdd.files import write_text_atomic
 
 Log = Callable[[str], None]
 RESULTS, TABLES, CSV_FILE, CONFIG_FILE = "results.json", "tables.md", "results.csv", "config.yaml"
@@ -50,13 +51,6 @@ RESULTS, TABLES, CSV_FILE, CONFIG_FILE = "results.json", "tables.md", "results.c
 def settings_key(settings: Any) -> str:
     """A stable hash of JSON-able settings (key order does not matter)."""
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def open_data(experiment: Experiment, progress: bool) -> Store:
@@ -209,13 +203,14 @@ class Runner:
         self.log(f"  {view['evaluation']} …")
         outcome.metrics, result = EVALUATIONS[view["evaluation"]](train, self.store, self.experiment, config,
                                                                   self.device, self.progress)
-        write_atomic(result_file, json.dumps({**outcome.to_json(), "result": result}, indent=1) + "\n")
+        write_text_atomic(result_file, json.dumps({**outcome.to_json(), "result": result}, indent=1) + "\n")
         return outcome
 
     def run(self) -> list[Outcome]:
         cells = expand(self.experiment)
         self.out.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.out / CONFIG_FILE, yaml.safe_dump(self.experiment.view, sort_keys=False, allow_unicode=True))
+        write_text_atomic(self.out / CONFIG_FILE,
+                          yaml.safe_dump(self.experiment.view, sort_keys=False, allow_unicode=True))
         outcomes = []
         for i, cell in enumerate(cells, 1):
             self.log(f"[{i}/{len(cells)}] {cell.describe()}")
@@ -245,10 +240,10 @@ class Runner:
         view = self.experiment.view
         cells = [o.to_json() for o in outcomes]
         title = self.experiment.title()
-        write_atomic(self.out / RESULTS, json.dumps({"title": title, "experiment": view, "cells": cells},
-                                                    indent=1) + "\n")
-        write_atomic(self.out / CSV_FILE, to_csv(cells))
-        write_atomic(self.out / TABLES, tables_markdown(title, view, cells))
+        summary = {"title": title, "experiment": view, "cells": cells}
+        write_text_atomic(self.out / RESULTS, json.dumps(summary, indent=1) + "\n")
+        write_text_atomic(self.out / CSV_FILE, to_csv(cells))
+        write_text_atomic(self.out / TABLES, tables_markdown(title, view, cells))
 
 
 def tables_markdown(title: str, view: Mapping[str, Any], cells: list[dict[str, Any]]) -> str:
