@@ -1,7 +1,6 @@
 """The experiment runner: caching by settings, shared distilled sets, failing cells, outputs."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -99,12 +98,16 @@ def test_a_method_needing_experts_gets_them_once_or_fails_clearly(tiny_store, tm
     grid = {"method": ["random", "fake"], "ipc": [1, 2], "fusion": ["ensemble"]}
     methods = {"fake": {"experts": {"num_experts": 2}}}
 
-    out = tmp_path / "missing"
-    monkeypatch.setitem(sys.modules, "avdd.distill.experts", None)  # an avdd without the experts step
+    def failing_experts(store, out, **kwargs):
+        raise AvddError("experts: no space left on the device")
+
+    out = tmp_path / "failing"
+    monkeypatch.setitem(runner.STEPS, "experts", failing_experts)
     outcomes = run_experiment(experiment(tiny_store, grid=grid, methods=methods), out, progress=False,
                               log=lambda line: None)
     assert [o.status for o in outcomes] == ["done", "done", "failed", "failed"]
-    assert "needs avdd.distill.experts.ExpertConfig/train_experts, which this avdd does not have" in outcomes[2].error
+    assert "experts: no space left on the device" in outcomes[2].error
+    assert not (out / "experts").exists() or not any((out / "experts").iterdir())  # a failure is not cached
 
     built = []
 
