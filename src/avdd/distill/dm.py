@@ -23,9 +23,8 @@ from avdd.data.augment import REFERENCE_STRATEGY, Draw
 from avdd.data.sampler import load_batch
 from avdd.data.store import Split, Store
 from avdd.distill.base import METHODS, MethodEntry, SyntheticSet
-from avdd.distill.factor import FACTOR
 from avdd.distill.matching import MatchingWeights, class_means, matching_terms, weighted_total
-from avdd.distill.synthetic import SyntheticRun, finish, init_order
+from avdd.distill.synthetic import SyntheticRun, finish, init_order, samples_per_stored
 from avdd.distributed import balanced_shards, current, main_first
 from avdd.errors import AvddError
 from avdd.models.convnet import ENCODERS, reference_config
@@ -195,9 +194,8 @@ def _matching_method(name: str) -> Callable[..., SyntheticSet]:
         on_iteration: Callable[[MatchingRun], None] | None = None, **settings: Any,
     ) -> SyntheticSet:
         config = matching_config(name, settings)
-        tiles = FACTOR * FACTOR if config.factor else 1
         train = store.split("train")
-        classes = process_classes(train, config, ipc * tiles)
+        classes = process_classes(train, config, ipc * samples_per_stored(config))
         # a herding order's embedding network is trained (and cached) once, not by every process at once
         order = main_first(lambda: init_order(store, modalities, ipc, config, settings, device, progress))
         run = MatchingRun(train, modalities, ipc, seed, config, device, order, classes)

@@ -46,6 +46,11 @@ class SyntheticConfig(Protocol):
     def to_json(self) -> dict[str, Any]: ...
 
 
+def samples_per_stored(config: SyntheticConfig) -> int:
+    """How many training samples one stored synthetic sample decodes into (factor² tiles, or 1)."""
+    return FACTOR * FACTOR if config.factor else 1
+
+
 def pack_tiles(samples: torch.Tensor, factor: int = FACTOR) -> torch.Tensor:
     """Inverse of the factor decoding for initialisation: factor² real samples (tile-major, as
     ``expand_tiles`` outputs them) shrunk into the tiles of one stored sample each."""
@@ -72,8 +77,8 @@ def init_order(
         return None
     embedding = EmbeddingConfig(source=settings.get("embed_source") or "trained",
                                 epochs=settings.get("embed_epochs") or EmbeddingConfig.epochs)
-    tiles = FACTOR * FACTOR if config.factor else 1
-    return selection_orders(store, modalities, "herding", ipc * tiles, embedding, device=device, progress=progress)
+    return selection_orders(store, modalities, "herding", ipc * samples_per_stored(config), embedding, device=device,
+                            progress=progress)
 
 
 class SyntheticRun:
@@ -100,7 +105,7 @@ class SyntheticRun:
         unknown_lr = [m for m in self.modalities if m not in config.lr]
         if unknown_lr:
             raise AvddError(f"no learning rate for modality {unknown_lr[0]!r}; set one")
-        self.tiles = FACTOR * FACTOR if config.factor else 1
+        self.tiles = samples_per_stored(config)
         self.dsa = DSA(config.dsa_strategy)
         self.labels = torch.tensor(self.classes, device=self.device).repeat_interleave(ipc)
         self.synthetic = self._initial_synthetic(init_order)
