@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from avdd.allocator import retain_freed_memory
 from avdd.data.store import ModalitySpec, open_store, write_store
 from avdd.distill.dm import MatchingConfig, MatchingRun
 from avdd.distill.matching import MatchingWeights, matching_terms, weighted_total
@@ -67,6 +68,8 @@ def per_class_step(run: MatchingRun, real_f32: dict[str, torch.Tensor], optimize
 
 
 def measure(args: argparse.Namespace) -> dict:
+    if args.allocator == "retain":
+        retain_freed_memory()  # what the avdd command does
     store = open_store(args.store)
     config = MatchingConfig(iterations=10**9, batch_real=args.real_batch, weights=MatchingWeights(1, 10, 10),
                             factor=False, autocast=args.autocast)
@@ -109,6 +112,9 @@ def main() -> None:
     parser.add_argument("--ipc", type=int, default=1)
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--autocast", default="auto", help="ours: real-side autocast (auto, off, bf16, fp16)")
+    parser.add_argument("--allocator", choices=("retain", "system"), default="retain",
+                        help="both variants: retain = glibc keeps freed memory, as the avdd command sets it "
+                             "(avdd/allocator.py); system = glibc's defaults")
     parser.add_argument("--variant", choices=("ours", "per-class"), help=argparse.SUPPRESS)
     parser.add_argument("--store", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -126,7 +132,7 @@ def main() -> None:
             rows.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout))
     base = rows[0]["iterations_per_second"]
     print(f"shapes={args.shapes} device={args.device} real_batch={args.real_batch} ipc={args.ipc} "
-          f"autocast={args.autocast} iterations={args.iterations}")
+          f"autocast={args.autocast} allocator={args.allocator} iterations={args.iterations}")
     for row in rows:
         speed = row["iterations_per_second"]
         print(f"  {row['variant']:<10} {row['seconds_per_iteration']:8.3f} s/it  {speed:7.3f} it/s"

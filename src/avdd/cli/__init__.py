@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from avdd.allocator import retain_freed_memory
 from avdd.cli import data, demo, distill, evaluate, experts, listen, prepare, report, retrieve, run
 from avdd.distributed import launched
 from avdd.errors import AvddError
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    retain_freed_memory()  # the tensors of one iteration reuse the last one's pages (avdd/allocator.py)
     where = f"[rank {os.environ.get('RANK', '?')}] " if launched() else ""
     try:
         if launched() and not getattr(args, "distributed", False):

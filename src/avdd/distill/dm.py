@@ -32,7 +32,7 @@ from avdd.models.init import init_parameters
 from avdd.seeding import generator
 
 AUTOCAST_MODES = ("auto", "off", "bf16", "fp16")
-REAL_CHUNK_BYTES = {"cpu": 512 << 20, "cuda": 8 << 30}
+REAL_CHUNK_BYTES = {"cpu": 256 << 20, "cuda": 8 << 30}
 
 
 @dataclass(frozen=True)
@@ -50,8 +50,8 @@ class MatchingConfig:
     encoder: dict[str, Any] = field(default_factory=dict)  # ConvNetConfig overrides, e.g. width
     autocast: str = "auto"  # real-side autocast: auto = bf16 on CUDA, off on CPU
     real_chunk: int = 0  # real samples per forward; 0 = auto: as many as keep the first layer's
-    #                      activations within REAL_CHUNK_BYTES (CPU: smaller chunks stay in cache and
-    #                      were ~1.6x faster than one 640-sample batch; 224x224 frames need small ones)
+    #                      activations within REAL_CHUNK_BYTES (on CPU, chunks of 8 to 64 samples run
+    #                      at the same speed and bound peak memory; 224x224 frames need small ones)
     channels_last: bool = True  # measured faster for the ConvNet on CPU (benchmarks/distill_speed.py)
     checkpoint_every: int = 100
 
@@ -140,8 +140,7 @@ class MatchingRun(SyntheticRun):
                 feats = torch.cat([encoders[m](x.contiguous(memory_format=self.memory_format)).float()
                                    for x in augmented.split(self.real_chunk[m])])
             real_means[m] = class_means(feats, real_labels, n)
-            syn_in = self.dsa.apply(syn[m], draw, chunks=syn_counts).contiguous(memory_format=self.memory_format)
-            syn_feats = encoders[m](syn_in)
+            syn_feats = encoders[m](self.dsa.apply(syn[m], draw, chunks=syn_counts))
             syn_means[m] = class_means(syn_feats, syn_labels, n)
         return matching_terms(real_means, syn_means, self.modalities)
 
