@@ -3,7 +3,7 @@
 glibc serves every allocation above its mmap threshold (at most 32 MB) with a fresh mapping and
 unmaps it on free, and trims free memory at the top of the heap beyond 128 KB. Activations of
 224×224 frames are hundreds of MB per batch, so each forward pass faults in, and the kernel zeroes,
-gigabytes of new pages: at the reference shapes this was 40 % of a DM iteration, as system time
+gigabytes of new pages: at the reference shapes this was 40 % of the CPU time of a DM iteration
 (benchmarks/RESULTS.md). Served from the heap and never trimmed, those pages are reused by the
 next iteration. The cost: the process keeps its high-water mark of memory until it exits, which
 is what peak memory already measures.
