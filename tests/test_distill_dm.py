@@ -101,6 +101,17 @@ def test_the_loss_falls(tiny_store):
     assert loss_at_fixed_draw() < 0.8 * before
 
 
+def test_equal_cross_modal_weights_are_dm_at_a_larger_learning_rate(tiny_store):
+    # base + λ(joint + gap) = (1 + 2λ) base, so AVDD's (1, 10, 10) at lr η takes DM's steps at lr 21η
+    avdd = make_run(tiny_store, iterations=4, lr={"audio": 0.2, "frame": 0.1})
+    dm = make_run(tiny_store, iterations=4, lr={"audio": 4.2, "frame": 2.1}, weights=MatchingWeights(1, 0, 0))
+    avdd.run(progress=False)
+    dm.run(progress=False)
+    for m in AV:
+        assert not torch.equal(avdd.synthetic[m], make_run(tiny_store).synthetic[m])  # it did move
+        torch.testing.assert_close(avdd.synthetic[m], dm.synthetic[m], rtol=1e-4, atol=1e-4)
+
+
 def test_resume_equals_uninterrupted(tiny_store, tmp_path):
     full = make_run(tiny_store, iterations=5)
     full.run(progress=False)

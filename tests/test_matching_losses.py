@@ -42,6 +42,19 @@ def test_gap_is_zero_when_the_synthetic_gap_equals_the_real_gap():
     assert (terms["base"] > 0).all() and (terms["joint"] > 0).all()
 
 
+def test_joint_and_gap_split_the_base_term_by_the_cross_modal_inner_product():
+    # with d_m = r_m - s_m: joint = base + 2<d_a, d_v>, gap = base - 2<d_a, d_v> (parallelogram law),
+    # so equal weights cancel the cross-modal part: base + λ(joint + gap) = (1 + 2λ) base
+    g = torch.Generator().manual_seed(3)
+    ra, rv, sa, sv = (torch.randn(5, 7, generator=g, dtype=torch.float64) for _ in range(4))
+    terms = matching_terms({"a": ra, "v": rv}, {"a": sa, "v": sv}, ("a", "v"))
+    inner = ((ra - sa) * (rv - sv)).sum(1)
+    torch.testing.assert_close(terms["joint"], terms["base"] + 2 * inner, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(terms["gap"], terms["base"] - 2 * inner, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(weighted_total(terms, MatchingWeights(1, 10, 10)),
+                               21 * weighted_total(terms, MatchingWeights(1, 0, 0)), rtol=1e-12, atol=0)
+
+
 def test_cross_modal_terms_need_equal_widths():
     with pytest.raises(ValueError, match="same width and grid"):
         matching_terms({"a": torch.zeros(2, 3), "v": torch.zeros(2, 4)},
