@@ -55,7 +55,7 @@ class EvalConfig:
     dsa: bool = True
     dsa_strategy: str = REFERENCE_STRATEGY
     test_batch_size: int = 500
-    channels_last: bool = True  # measured ~2.9x faster ConvNet training on CPU (benchmarks/encoder_speed.py)
+    channels_last: bool = True  # CPU: as fast as contiguous in `avdd evaluate`, lower peak (benchmarks/RESULTS.md)
     seed: int = 0
 
     def __post_init__(self) -> None:
