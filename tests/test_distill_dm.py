@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from avdd.data.augment import Draw
+from avdd.distill import dm
 from avdd.distill.dm import MatchingConfig, MatchingRun
 from avdd.distill.factor import expand_tiles
 from avdd.distill.matching import MatchingWeights, class_means, matching_terms, weighted_total
@@ -84,6 +85,31 @@ def test_batched_iteration_equals_the_per_class_loop(tiny_store):
     weighted_total(run.loss_terms(), run.config.weights).backward()
     for m, x in run.synthetic.items():
         torch.testing.assert_close(x.grad, reference[m], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("group", [1, 2, 0])
+def test_class_groups_backpropagated_in_turn_give_the_batched_gradients(tiny_store, group):
+    run = make_run(tiny_store, synthetic_group=group)
+    assert len(run.class_groups()) == (-(-len(run.classes) // group) if group else 1)
+    reference = per_class_loop_gradients(run)
+    for x in run.synthetic.values():
+        x.grad = None
+    logged, total = run.backward()
+    for m, x in run.synthetic.items():
+        torch.testing.assert_close(x.grad, reference[m], rtol=1e-4, atol=1e-6)
+    with torch.no_grad():
+        terms = make_run(tiny_store).loss_terms()
+    assert logged == pytest.approx({t: float(v.sum()) for t, v in terms.items()}, rel=1e-5)
+    assert total == pytest.approx(float(weighted_total(terms, run.config.weights)), rel=1e-5)
+
+
+def test_automatic_class_groups_bound_the_synthetic_activations(tiny_store, monkeypatch):
+    run = make_run(tiny_store)
+    per_class = run.ipc * run.tiles * max(run._first_layer_bytes(m) for m in AV)
+    monkeypatch.setitem(dm.SYNTHETIC_GROUP_BYTES, "cpu", 2 * per_class)
+    groups = run.class_groups()
+    assert [len(range(*g.indices(len(run.classes)))) for g in groups] == [2] * (len(run.classes) // 2) + \
+        [1] * (len(run.classes) % 2)
 
 
 def test_the_loss_falls(tiny_store):

@@ -1,12 +1,13 @@
 """Distribution matching (DM) and AVDD: one optimisation loop, the method is its settings.
 
 Each iteration draws a fresh randomly initialised encoder per modality, embeds every class's real
-batch (no gradients; autocast optional) and every class's synthetic samples (one batched pass),
-and takes one SGD step on the sum over classes of the matching loss (distill/matching.py). The
-reference code loops over classes with one forward per class and a single step after the loop;
-summing independent per-class losses gives each class the same gradient, so only the batching
-differs. Every random draw is keyed by (seed, iteration, class/modality), so a resumed or sharded
-run draws exactly what an uninterrupted one does.
+batch (no gradients; autocast optional) and every class's synthetic samples (one batched pass, or
+groups of classes backpropagated in turn where one pass would not fit), and takes one SGD step on
+the sum over classes of the matching loss (distill/matching.py). The reference code loops over
+classes with one forward per class and a single step after the loop; summing independent
+per-class losses gives each class the same gradient, so only the batching differs. Every random
+draw is keyed by (seed, iteration, class/modality), so a resumed or sharded run draws exactly
+what an uninterrupted one does.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ from avdd.seeding import generator
 
 AUTOCAST_MODES = ("auto", "off", "bf16", "fp16")
 REAL_CHUNK_BYTES = {"cpu": 256 << 20, "cuda": 8 << 30}
+# first-layer activations of the synthetic samples in one forward/backward (their whole graph is
+# ~3x this); CPU: 10 classes x 1 frame at 224x224 still go in one pass
+SYNTHETIC_GROUP_BYTES = {"cpu": 512 << 20, "cuda": 16 << 30}
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ class MatchingConfig:
     #                      activations within REAL_CHUNK_BYTES (on CPU, chunks of 8 to 64 samples run
     #                      at the same speed and bound peak memory; 224x224 frames need small ones)
     channels_last: bool = True  # measured faster for the ConvNet on CPU (benchmarks/distill_speed.py)
+    synthetic_group: int = 0  # classes per synthetic forward + backward; 0 = auto (SYNTHETIC_GROUP_BYTES)
     checkpoint_every: int = 100
 
     def to_json(self) -> dict[str, Any]:
@@ -93,10 +98,14 @@ class MatchingRun(SyntheticRun):
         }
         self.real_chunk = {m: config.real_chunk or self._auto_chunk(m) for m in self.modalities}
 
-    def _auto_chunk(self, modality: str) -> int:
+    def _first_layer_bytes(self, modality: str) -> int:
+        """Bytes of one sample's first conv layer output (fp32): what sizes a batch's activations."""
         _, h, w = self.train.store.modalities[modality].shape
-        per_sample = self.encoder_configs[modality].width * h * w * 4  # first conv layer's output, fp32
-        return max(1, REAL_CHUNK_BYTES.get(self.device.type, REAL_CHUNK_BYTES["cuda"]) // per_sample)
+        return self.encoder_configs[modality].width * h * w * 4
+
+    def _auto_chunk(self, modality: str) -> int:
+        budget = REAL_CHUNK_BYTES.get(self.device.type, REAL_CHUNK_BYTES["cuda"])
+        return max(1, budget // self._first_layer_bytes(modality))
 
     # -- one iteration --------------------------------------------------------------------------
     def _encoders(self) -> dict[str, torch.nn.Module]:
@@ -121,34 +130,69 @@ class MatchingRun(SyntheticRun):
         batch = load_batch(self.train, np.concatenate(picks), self.modalities, self.device)
         return batch, [len(p) for p in picks]
 
-    def loss_terms(self) -> dict[str, torch.Tensor]:
-        """Per-class values of every matching term at the current iteration's draws."""
-        encoders = self._encoders()
-        real, real_counts = self._real_batch()
-        syn = self.synthetic_inputs()
-        syn_counts = [self.ipc * self.tiles] * len(self.classes)
-        n = len(self.classes)
-        counts = torch.tensor(real_counts, device=self.device)
-        real_labels = torch.arange(n, device=self.device).repeat_interleave(counts)
-        syn_labels = torch.arange(n, device=self.device).repeat_interleave(self.ipc * self.tiles)
-        real_means, syn_means = {}, {}
-        for k, m in enumerate(self.modalities):
-            draw = self._draws(k)
+    def _real_means(self, encoders: dict[str, torch.nn.Module],
+                    draws: dict[str, Draw]) -> dict[str, torch.Tensor]:
+        """(C, d) per modality: every class's mean embedding of its augmented real batch (no graph)."""
+        real, counts = self._real_batch()
+        labels = torch.arange(len(self.classes), device=self.device).repeat_interleave(
+            torch.tensor(counts, device=self.device))
+        means = {}
+        for m in self.modalities:
             with torch.no_grad(), torch.autocast(self.device.type, dtype=self.amp or torch.float32,
                                                  enabled=self.amp is not None):
-                augmented = self.dsa.apply(real[m], draw, chunks=real_counts)
+                augmented = self.dsa.apply(real[m], draws[m], chunks=counts)
                 feats = torch.cat([encoders[m](x.contiguous(memory_format=self.memory_format)).float()
                                    for x in augmented.split(self.real_chunk[m])])
-            real_means[m] = class_means(feats, real_labels, n)
-            syn_feats = encoders[m](self.dsa.apply(syn[m], draw, chunks=syn_counts))
-            syn_means[m] = class_means(syn_feats, syn_labels, n)
-        return matching_terms(real_means, syn_means, self.modalities)
+            means[m] = class_means(feats, labels, len(self.classes))
+        return means
 
-    def objective(self) -> tuple[dict[str, float], torch.Tensor]:
-        terms = self.loss_terms()
-        weights = self.config.weights
-        logged = {t: float(terms[t].detach().sum()) for t in weights.active()}
-        return logged, weighted_total(terms, weights)
+    def class_groups(self) -> list[slice]:
+        """Positions of ``self.classes`` whose synthetic samples go through the encoders together.
+
+        All classes at once where that fits: the batched pass holds every class's graph until the
+        backward, C × IPC × tiles samples (at 224×224, ~77 MB each). Beyond the budget, groups of
+        whole classes are backpropagated one after the other, which bounds the memory and leaves
+        the gradients unchanged (the loss is a sum over classes)."""
+        per_class = self.ipc * self.tiles
+        if self.config.synthetic_group:
+            size = self.config.synthetic_group
+        else:
+            budget = SYNTHETIC_GROUP_BYTES.get(self.device.type, SYNTHETIC_GROUP_BYTES["cuda"])
+            per_sample = max(self._first_layer_bytes(m) for m in self.modalities)
+            size = max(1, budget // (per_class * per_sample))
+        return [slice(c, c + size) for c in range(0, len(self.classes), size)]
+
+    def loss_terms(self, backward: bool = False) -> dict[str, torch.Tensor]:
+        """Per-class values of every matching term at the current iteration's draws.
+
+        With ``backward``, each class group's weighted loss is backpropagated as soon as it is
+        computed and its graph freed; the returned terms are then detached."""
+        encoders = self._encoders()
+        draws = {m: self._draws(k) for k, m in enumerate(self.modalities)}
+        real_means = self._real_means(encoders, draws)
+        per_class = self.ipc * self.tiles
+        parts = []
+        for group in self.class_groups():
+            syn = self.synthetic_inputs(group)
+            n = len(range(*group.indices(len(self.classes))))
+            labels = torch.arange(n, device=self.device).repeat_interleave(per_class)
+            syn_means = {}
+            for m in self.modalities:
+                draw = Draw(draws[m].kinds[group], draws[m].uniforms[group])
+                # contiguous, not channels-last: measured faster for the synthetic forward + backward
+                feats = encoders[m](self.dsa.apply(syn[m], draw, chunks=[per_class] * n))
+                syn_means[m] = class_means(feats, labels, n)
+            terms = matching_terms({m: real_means[m][group] for m in self.modalities}, syn_means, self.modalities)
+            if backward:
+                weighted_total(terms, self.config.weights).backward()
+                terms = {t: v.detach() for t, v in terms.items()}
+            parts.append(terms)
+        return {t: torch.cat([part[t] for part in parts]) for t in parts[0]}
+
+    def backward(self) -> tuple[dict[str, float], float]:
+        terms = self.loss_terms(backward=True)
+        logged = {t: float(terms[t].sum()) for t in self.config.weights.active()}
+        return logged, float(weighted_total(terms, self.config.weights))
 
 
 # -- the registered methods ----------------------------------------------------------------------

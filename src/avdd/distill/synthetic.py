@@ -143,13 +143,16 @@ class SyntheticRun:
             synthetic[m] = x.detach().clone().requires_grad_(True)
         return synthetic
 
-    def synthetic_inputs(self) -> dict[str, torch.Tensor]:
-        """Decoded synthetic samples, class-major (each class's samples contiguous)."""
+    def synthetic_inputs(self, classes: slice = slice(None)) -> dict[str, torch.Tensor]:
+        """Decoded synthetic samples, class-major (each class's samples contiguous), of the classes at
+        positions ``classes`` of ``self.classes`` (all by default)."""
+        first, stop, _ = classes.indices(len(self.classes))
+        rows = slice(first * self.ipc, stop * self.ipc)
         if self.tiles == 1:
-            return dict(self.synthetic)
+            return {m: x[rows] for m, x in self.synthetic.items()}
         out = {}
         for m, x in self.synthetic.items():
-            tiles = expand_tiles(x).view(self.tiles, len(self.classes), self.ipc, *x.shape[1:])
+            tiles = expand_tiles(x[rows]).view(self.tiles, stop - first, self.ipc, *x.shape[1:])
             out[m] = tiles.transpose(0, 1).reshape(-1, *x.shape[1:])
         return out
 
@@ -157,6 +160,15 @@ class SyntheticRun:
     def objective(self) -> tuple[dict[str, float], torch.Tensor]:
         """The method's logged loss terms and the differentiable total to minimise at this iteration."""
         raise NotImplementedError
+
+    def backward(self) -> tuple[dict[str, float], float]:
+        """Compute this iteration's loss and its gradients; returns the logged terms and the total.
+
+        A method whose loss is a sum of independent parts can override this to backpropagate part
+        by part and free each part's graph (DM/AVDD's class groups)."""
+        logged, loss = self.objective()
+        loss.backward()
+        return logged, float(loss.detach())
 
     def learned(self) -> dict[str, torch.Tensor]:
         """Everything the optimizer updates, by the name an error message gives it."""
@@ -167,18 +179,17 @@ class SyntheticRun:
         return {}
 
     def step(self) -> dict[str, float]:
-        logged, loss = self.objective()
+        self.optimizer.zero_grad(set_to_none=True)
+        logged, total = self.backward()
         for t, value in logged.items():
             if not np.isfinite(value):
                 raise DivergedError(f"iteration {self.iteration}: the {t!r} loss term is {value}")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
         self.optimizer.step()
         for name, x in self.learned().items():
             if not torch.isfinite(x).all():
                 raise DivergedError(f"iteration {self.iteration}: {name} became NaN/Inf")
         self.iteration += 1
-        logged = {**logged, "total": float(loss.detach()), **self.monitored()}
+        logged = {**logged, "total": total, **self.monitored()}
         self.history.append({"iteration": self.iteration, **logged})
         return logged
 
