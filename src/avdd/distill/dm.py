@@ -56,7 +56,7 @@ class MatchingConfig:
     real_chunk: int = 0  # real samples per forward; 0 = auto: as many as keep the first layer's
     #                      activations within REAL_CHUNK_BYTES (on CPU, chunks of 8 to 64 samples run
     #                      at the same speed and bound peak memory; 224x224 frames need small ones)
-    channels_last: bool = True  # measured faster for the ConvNet on CPU (benchmarks/distill_speed.py)
+    channels_last: bool = True  # real side: measured faster for its no-grad forward on CPU (benchmarks/RESULTS.md)
     synthetic_group: int = 0  # classes per synthetic forward + backward; 0 = auto (SYNTHETIC_GROUP_BYTES)
     checkpoint_every: int = 100
 
