@@ -103,9 +103,12 @@ class MatchingRun(SyntheticRun):
         _, h, w = self.train.store.modalities[modality].shape
         return self.encoder_configs[modality].width * h * w * 4
 
+    def _fitting(self, budgets: dict[str, int], per_item: int) -> int:
+        """How many items of ``per_item`` bytes fit this device's budget (at least one)."""
+        return max(1, budgets.get(self.device.type, budgets["cuda"]) // per_item)
+
     def _auto_chunk(self, modality: str) -> int:
-        budget = REAL_CHUNK_BYTES.get(self.device.type, REAL_CHUNK_BYTES["cuda"])
-        return max(1, budget // self._first_layer_bytes(modality))
+        return self._fitting(REAL_CHUNK_BYTES, self._first_layer_bytes(modality))
 
     # -- one iteration --------------------------------------------------------------------------
     def _encoders(self) -> dict[str, torch.nn.Module]:
@@ -153,14 +156,10 @@ class MatchingRun(SyntheticRun):
         backward, C × IPC × tiles samples (at 224×224, ~77 MB each). Beyond the budget, groups of
         whole classes are backpropagated one after the other, which bounds the memory and leaves
         the gradients unchanged (the loss is a sum over classes)."""
-        per_class = self.ipc * self.tiles
-        if self.config.synthetic_group:
-            size = self.config.synthetic_group
-        else:
-            budget = SYNTHETIC_GROUP_BYTES.get(self.device.type, SYNTHETIC_GROUP_BYTES["cuda"])
-            per_sample = max(self._first_layer_bytes(m) for m in self.modalities)
-            size = max(1, budget // (per_class * per_sample))
-        return [slice(c, c + size) for c in range(0, len(self.classes), size)]
+        class_bytes = self.ipc * self.tiles * max(self._first_layer_bytes(m) for m in self.modalities)
+        size = self.config.synthetic_group or self._fitting(SYNTHETIC_GROUP_BYTES, class_bytes)
+        count = len(self.classes)
+        return [slice(c, min(c + size, count)) for c in range(0, count, size)]
 
     def loss_terms(self, backward: bool = False) -> dict[str, torch.Tensor]:
         """Per-class values of every matching term at the current iteration's draws.
@@ -174,7 +173,7 @@ class MatchingRun(SyntheticRun):
         parts = []
         for group in self.class_groups():
             syn = self.synthetic_inputs(group)
-            n = len(range(*group.indices(len(self.classes))))
+            n = group.stop - group.start
             labels = torch.arange(n, device=self.device).repeat_interleave(per_class)
             syn_means = {}
             for m in self.modalities:
