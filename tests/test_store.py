@@ -71,7 +71,7 @@ def test_normalise_then_denormalise(tmp_path):
 def test_interrupted_write_leaves_nothing_that_opens(tmp_path):
     out = tmp_path / "s"
     with pytest.raises(RuntimeError), StoreWriter(
-        out, name="x", class_names=["a"], modalities=MODALITIES, split_sizes={"train": 4}
+        out, name="x", class_names=["a", "b"], modalities=MODALITIES, split_sizes={"train": 4}
     ) as writer:
         writer.labels("train")[:] = 0
         raise RuntimeError("killed mid-write")
@@ -81,7 +81,7 @@ def test_interrupted_write_leaves_nothing_that_opens(tmp_path):
 
 def test_partial_directory_of_a_killed_build_is_not_a_store(tmp_path):
     out = tmp_path / "s"
-    writer = StoreWriter(out, name="x", class_names=["a"], modalities=MODALITIES, split_sizes={"train": 4})
+    writer = StoreWriter(out, name="x", class_names=["a", "b"], modalities=MODALITIES, split_sizes={"train": 4})
     writer.labels("train")[:] = 0
     writer.array("train", "audio")[:] = 1
     # the process dies here: no commit

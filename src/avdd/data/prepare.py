@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import multiprocessing
 import os
@@ -31,7 +32,7 @@ import torch
 from tqdm import tqdm
 
 from avdd.data.audio import SPECTROGRAM_SHAPE
-from avdd.data.store import ModalitySpec, Store, StoreWriter
+from avdd.data.store import ModalitySpec, Store, StoreWriter, check_name
 from avdd.data.video import DECODE_ERROR, Seconds, Skipped, decode_clip
 from avdd.errors import AvddError
 
@@ -171,11 +172,13 @@ def _ordered_splits(names: set[str]) -> list[str]:
     return [s for s in SPLIT_ORDER if s in names] + sorted(names - set(SPLIT_ORDER))
 
 
-def _write_report(path: Path, rows: list[list[Any]]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "second", "label", "split", "reason", "detail"])
-        writer.writerows(rows)
+def _report(rows: list[list[Any]]) -> str:
+    """The CSV text of a report of samples (skipped or silent), one row each."""
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["path", "second", "label", "split", "reason", "detail"])
+    writer.writerows(rows)
+    return text.getvalue()
 
 
 def prepare_clips(
@@ -202,6 +205,8 @@ def prepare_clips(
         raise AvddError(f"--image-size must be at least 8, got {image_size}")
     if not clips.clips:
         raise AvddError(f"{name}: the source lists no clips; check --root and the metadata files")
+    for clip in clips.clips:  # sources name the row; this catches any that did not, before any work
+        check_name(clip.split, "split", f"{clip.path}")
     work = _open_work(out, _fingerprint(clips, image_size, allow_silent_audio))
     results = work / "results"
     tasks = [
@@ -239,7 +244,7 @@ def _assemble(
             total, total_sq, count = total + audio.sum(), total_sq + (audio**2).sum(), count + audio.size
     if sizes["train"] == 0:
         report = work_dir(out) / SKIPPED_FILE
-        _write_report(report, skipped_rows)
+        report.write_text(_report(skipped_rows), encoding="utf-8", newline="")
         raise AvddError(f"{name}: no usable train sample (see {report} for why each was skipped)")
     mean = total / count
     std = float(np.sqrt(max(total_sq / count - mean**2, 0.0))) or 1.0
@@ -270,7 +275,7 @@ def _assemble(
             writer.array(clip.split, "frame")[at : at + n] = result["frame"]
             writer.array(clip.split, "audio")[at : at + n] = result["audio"]
             filled[clip.split] += n
-        _write_report(writer.tmp / SKIPPED_FILE, skipped_rows)
+        writer.add_file(SKIPPED_FILE, _report(skipped_rows))
         if silent_rows:
-            _write_report(writer.tmp / SILENT_FILE, silent_rows)
+            writer.add_file(SILENT_FILE, _report(silent_rows))
         return writer.commit()

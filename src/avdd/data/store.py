@@ -14,10 +14,16 @@ interrupted build never leaves anything that opens as a store.
 
 from __future__ import annotations
 
+import errno
+import glob
 import json
+import math
 import os
+import re
 import shutil
+import socket
 import tempfile
+import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -32,6 +38,18 @@ from avdd.errors import AvddError
 FORMAT = "avdd-store"
 FORMAT_VERSION = 1
 META_FILE = "meta.json"
+# Split and modality names become file names ({split}_{modality}.npy): plain names only, so that no
+# name from a CSV or a meta.json can reach outside the store ("../x") or hide a file (".x").
+PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def check_name(value: object, what: str, where: str) -> str:
+    """``value`` if it is a plain name (letters, digits, ``_``, ``-``); else one AvddError naming
+    ``where`` (a file and line, or a store) and the value."""
+    if not isinstance(value, str) or not PLAIN_NAME.fullmatch(value):
+        raise AvddError(f"{where}: {what} {json.dumps(value)} is not a plain name (letters, digits, _ and - "
+                        "only); it becomes a file name in the store")
+    return value
 
 
 @dataclass(frozen=True)
@@ -48,12 +66,22 @@ class ModalitySpec:
     scale: float = 1.0
 
     def __post_init__(self) -> None:
+        # ValueErrors name the field; open_store adds the file and the modality
+        if not self.shape or not all(_is_int(s) and s > 0 for s in self.shape):
+            raise ValueError(f"shape must be a list of positive integers, got {_show(list(self.shape))}")
+        if _dtype_kind(self.dtype) not in NUMERIC_KINDS:
+            raise ValueError(f"dtype must be a numeric type such as uint8 or float16, got {_show(self.dtype)}")
         channels = self.shape[0]
         for name in ("mean", "std"):
             if len(getattr(self, name)) not in (1, channels):
-                raise ValueError(f"{name} needs 1 or {channels} values, got {getattr(self, name)}")
-        if min(self.std) <= 0:
-            raise ValueError(f"std must be positive, got {self.std}")
+                raise ValueError(f"{name} needs 1 or {channels} values, got {_show(list(getattr(self, name)))}")
+        if not all(math.isfinite(m) for m in self.mean):
+            raise ValueError(f"mean must be finite, got {_show(list(self.mean))}")
+        # a NaN std compares false with 0, so "not > 0" (not "<= 0") is what catches it
+        if not all(math.isfinite(s) and s > 0 for s in self.std):
+            raise ValueError(f"std must be finite and positive, got {_show(list(self.std))}")
+        if not (math.isfinite(self.scale) and self.scale > 0):
+            raise ValueError(f"scale must be finite and positive, got {_show(self.scale)}")
 
     def _stats(self, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
         view = (-1,) + (1,) * (len(self.shape) - 1)
@@ -75,14 +103,62 @@ class ModalitySpec:
         return {**asdict(self), "shape": list(self.shape), "mean": list(self.mean), "std": list(self.std)}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> ModalitySpec:
+    def from_json(cls, data: object) -> ModalitySpec:
+        """The spec ``data`` (from meta.json) describes; a ValueError naming the field if it is not one."""
+        if not isinstance(data, dict):
+            raise ValueError(f"must be an object with shape, dtype, mean and std, got {_show(data)}")
+        missing = [k for k in ("shape", "dtype", "mean", "std") if k not in data]
+        if missing:
+            raise ValueError(f"{missing[0]} is missing")
+        if not isinstance(data["dtype"], str):
+            raise ValueError(f"dtype must be a string such as uint8 or float16, got {_show(data['dtype'])}")
         return cls(
-            shape=tuple(int(s) for s in data["shape"]),
-            dtype=str(data["dtype"]),
-            mean=tuple(float(m) for m in data["mean"]),
-            std=tuple(float(s) for s in data["std"]),
-            scale=float(data.get("scale", 1.0)),
+            shape=tuple(_items(data, "shape", _is_int, "integers")),
+            dtype=data["dtype"],
+            mean=tuple(float(m) for m in _items(data, "mean", _is_real, "numbers")),
+            std=tuple(float(s) for s in _items(data, "std", _is_real, "numbers")),
+            scale=float(_real(data.get("scale", 1.0), "scale")),
         )
+
+
+NUMERIC_KINDS = ("b", "i", "u", "f")  # bool, signed, unsigned, float: what np.load reads without pickle
+
+
+def _show(value: object) -> str:
+    """``value`` as meta.json would spell it (repr for what JSON cannot hold)."""
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+
+
+def _real(value: object, key: str) -> float:
+    if not _is_real(value):
+        raise ValueError(f"{key} must be a number, got {_show(value)}")
+    return float(value)  # type: ignore[arg-type]
+
+
+def _items(data: Mapping[str, Any], key: str, is_item: Any, what: str) -> list[Any]:
+    """``data[key]`` if it is a list of ``what`` (a string "12" is not a shape of (1, 2))."""
+    value = data[key]
+    if not isinstance(value, list) or not all(is_item(v) for v in value):
+        raise ValueError(f"{key} must be a list of {what}, got {_show(value)}")
+    return value
+
+
+def _dtype_kind(dtype: object) -> str:
+    try:
+        return np.dtype(dtype).kind  # type: ignore[call-overload]
+    except TypeError:
+        return ""
 
 
 def array_file(split: str, modality: str) -> str:
@@ -191,6 +267,57 @@ def _open_array(path: Path, shape: tuple[int, ...], dtype: str) -> np.ndarray:
     return array
 
 
+def _require(ok: bool, where: str, key: str, expected: str, value: object) -> None:
+    if not ok:
+        raise AvddError(f"{where}: {key} must be {expected}, got {_show(value)}")
+
+
+def check_meta(meta: object, where: str) -> None:
+    """One AvddError naming ``where`` and the field when ``meta`` is not a store description this
+    avdd reads: a field of the wrong type, a split or modality that is not a plain name, two arrays
+    with one file name, non-finite statistics. Both reading and writing a store check this."""
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise AvddError(f"{where}: not an avdd store description")
+    version = meta.get("format_version")
+    _require(_is_int(version) and version >= 1, where, "format_version", "a whole number >= 1", version)
+    if version > FORMAT_VERSION:
+        raise AvddError(f"{where}: store format version {version} is newer than this avdd supports "
+                        f"({FORMAT_VERSION}); upgrade avdd")
+    _require(isinstance(meta.get("name"), str), where, "name", "a string", meta.get("name"))
+    classes = meta.get("classes")
+    _require(isinstance(classes, list) and bool(classes) and all(isinstance(c, str) for c in classes)
+             and len(set(classes)) == len(classes), where, "classes", "a list of distinct class names", classes)
+    splits, modalities = meta.get("splits"), meta.get("modalities")
+    _require(isinstance(splits, dict), where, "splits", "an object of split name: sample count", splits)
+    _require(isinstance(modalities, dict) and bool(modalities), where, "modalities",
+             "an object of modality name: {shape, dtype, mean, std}", modalities)
+    for split, n in splits.items():
+        check_name(split, "split", where)
+        _require(_is_int(n) and n >= 0, where, f"splits.{split}", "a sample count (a whole number >= 0)", n)
+    for m, spec in modalities.items():
+        check_name(m, "modality", where)
+        try:
+            ModalitySpec.from_json(spec)
+        except ValueError as err:
+            raise AvddError(f"{where}: modalities.{m}: {err}") from None
+    _require(isinstance(meta.get("provenance", {}), dict), where, "provenance", "an object", meta.get("provenance"))
+    _check_file_names(list(splits), list(modalities), where)
+
+
+def _check_file_names(splits: list[str], modalities: list[str], where: str) -> None:
+    """Refuse names under which two arrays would share a file (split "a_b" with modality "c", and
+    split "a" with modality "b_c"; or a modality called "labels")."""
+    owners: dict[str, str] = {}
+    for split in splits:
+        files = [(labels_file(split), f"labels of split {split!r}")]
+        files += [(array_file(split, m), f"modality {m!r} of split {split!r}") for m in modalities]
+        for file, owner in files:
+            if file in owners:
+                raise AvddError(f"{where}: the {owners[file]} and the {owner} would both be stored as {file}; "
+                                "rename a split or a modality")
+            owners[file] = owner
+
+
 def open_store(path: str | Path) -> Store:
     """Open a store directory, checking its format and that its arrays match ``meta.json``."""
     path = Path(path)
@@ -201,21 +328,10 @@ def open_store(path: str | Path) -> Store:
         raise AvddError(f"{path}: not a dataset store (no {META_FILE}); build one with `avdd data build`")
     try:
         meta = json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, ValueError) as err:  # ValueError: bad JSON, or bytes that are not UTF-8
         raise AvddError(f"{meta_path}: unreadable ({err}); rebuild the store") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise AvddError(f"{meta_path}: not an avdd store description")
-    version = meta.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise AvddError(
-            f"{meta_path}: store format version {version} is newer than this avdd supports "
-            f"({FORMAT_VERSION}); upgrade avdd"
-        )
-    try:
-        store = Store(path, meta)
-        _ = store.class_names, store.split_sizes
-    except (KeyError, TypeError, ValueError) as err:
-        raise AvddError(f"{meta_path}: malformed store description ({err})") from None
+    check_meta(meta, str(meta_path))
+    store = Store(path, meta)
     store.validate()
     return store
 
@@ -223,8 +339,10 @@ def open_store(path: str | Path) -> Store:
 class StoreWriter:
     """Builds a store in a temporary directory beside ``out``; :meth:`commit` renames it into place.
 
-    Arrays are pre-allocated memory-mapped files, so they can be filled incrementally. Leaving
-    the ``with`` block by an exception removes the temporary directory.
+    Arrays are pre-allocated memory-mapped files, so they can be filled incrementally; their disk
+    space is reserved when they are created, so a full disk is an AvddError then. Leaving the
+    ``with`` block by an exception removes the temporary directory. The temporary directory's name
+    holds the builder's pid and host, so the next build of ``out`` removes those of killed builds.
     """
 
     def __init__(
@@ -239,10 +357,6 @@ class StoreWriter:
         overwrite: bool = False,
     ) -> None:
         self.out = Path(out)
-        if self.out.exists() and not overwrite:
-            raise AvddError(f"{self.out}: already exists; choose another --out or pass --overwrite")
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.partial-", dir=self.out.parent))
         self.meta: dict[str, Any] = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -252,6 +366,15 @@ class StoreWriter:
             "splits": dict(split_sizes),
             "provenance": dict(provenance or {}),
         }
+        check_meta(self.meta, str(self.out))  # before anything is created: what is written must open
+        if len(class_names) == 1:
+            warnings.warn(f"{self.out}: the store has a single class ({class_names[0]!r}); recognition on it "
+                          "is trivially 100% and distillation has no classes to tell apart", stacklevel=2)
+        if self.out.exists() and not overwrite:
+            raise AvddError(f"{self.out}: already exists; choose another --out or pass --overwrite")
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_partials(self.out)
+        self.tmp = Path(tempfile.mkdtemp(prefix=_partial_prefix(self.out), dir=self.out.parent))
         self.modalities = dict(modalities)
         self._arrays: dict[str, np.memmap] = {}
 
@@ -265,10 +388,25 @@ class StoreWriter:
 
     def _alloc(self, filename: str, shape: tuple[int, ...], dtype: str) -> np.memmap:
         if filename not in self._arrays:
-            self._arrays[filename] = np.lib.format.open_memmap(
-                self.tmp / filename, mode="w+", dtype=dtype, shape=shape
-            )
+            try:
+                self._arrays[filename] = _reserved_memmap(self.tmp / filename, shape, np.dtype(dtype))
+            except OSError as err:
+                raise AvddError(f"{self.out}: cannot reserve {_size(shape, dtype)} for {filename} "
+                                f"({err.strerror or err}); free disk space or choose another --out") from None
         return self._arrays[filename]
+
+    def add_file(self, name: str, text: str) -> None:
+        """Add a text file (a report, a log) to the store; it is renamed into place with the arrays."""
+        if name != Path(name).name or name.startswith(".") or name == META_FILE or name.endswith(".npy"):
+            raise ValueError(f"{name!r} is not a name a store's extra file may have")
+        self._write(name, text)
+
+    def _write(self, name: str, text: str) -> None:
+        try:
+            (self.tmp / name).write_text(text, encoding="utf-8", newline="")  # newline="": CSV's \r\n as is
+        except OSError as err:
+            raise AvddError(f"{self.out}: cannot write {name} ({err.strerror or err}); free disk space or "
+                            "choose another --out") from None
 
     def commit(self) -> Store:
         """Flush arrays, write ``meta.json`` last, and move the directory into place."""
@@ -279,7 +417,7 @@ class StoreWriter:
         for arr in self._arrays.values():
             arr.flush()
         self._arrays.clear()
-        (self.tmp / META_FILE).write_text(json.dumps(self.meta, indent=2) + "\n")
+        self._write(META_FILE, json.dumps(self.meta, indent=2) + "\n")
         if self.out.exists():
             shutil.rmtree(self.out)
         os.replace(self.tmp, self.out)
@@ -297,6 +435,82 @@ class StoreWriter:
             self.abort()
 
 
+def _partial_prefix(out: Path) -> str:
+    return f".{out.name}.partial-{os.getpid()}@{_host()}-"  # mkdtemp adds 8 of [a-z0-9_]
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's process (or no pid at all): not ours to judge, keep its folder
+    return True
+
+
+def remove_stale_partials(out: Path) -> list[Path]:
+    """Remove the temporary directories that killed builds of ``out`` on this host left beside it:
+    only directories named as :class:`StoreWriter` names them, whose builder's pid is gone."""
+    pattern = re.compile(rf"\.{re.escape(out.name)}\.partial-([1-9][0-9]*)@([A-Za-z0-9._-]+)-[a-z0-9_]{{8}}")
+    removed = []
+    for path in out.parent.glob(f".{glob.escape(out.name)}.partial-*"):
+        match = pattern.fullmatch(path.name)
+        if (match and match[2] == _host() and path.is_dir() and not path.is_symlink()
+                and not _alive(int(match[1]))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _size(shape: tuple[int, ...], dtype: str | np.dtype) -> str:
+    size, unit = float(math.prod(shape) * np.dtype(dtype).itemsize), "B"
+    for bigger in ("KiB", "MiB", "GiB", "TiB"):
+        if size < 1024:
+            break
+        size, unit = size / 1024, bigger
+    return f"{size:.0f} B" if unit == "B" else f"{size:.1f} {unit}"
+
+
+def _reserved_memmap(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> np.memmap:
+    """A new ``.npy`` file (the bytes ``np.save`` writes) mapped for writing, its blocks reserved
+    before it is mapped: writing through a map of a sparse file on a full disk kills the process
+    with SIGBUS, where reserving raises an OSError here."""
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+    nbytes = math.prod(shape) * dtype.itemsize
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        offset = f.tell()
+        _reserve(f, offset, nbytes)
+    if nbytes == 0:  # nothing to map (mmap refuses a length of 0)
+        return np.lib.format.open_memmap(path, mode="r+")
+    return np.memmap(path, dtype=dtype, mode="r+", shape=shape, offset=offset)
+
+
+def _reserve(f: Any, offset: int, nbytes: int) -> None:
+    """Allocate ``nbytes`` of ``f`` from ``offset``: posix_fallocate where the system has it, else
+    zeros written out (slower, as sure)."""
+    if nbytes == 0:
+        return
+    if hasattr(os, "posix_fallocate"):
+        try:
+            os.posix_fallocate(f.fileno(), offset, nbytes)
+            return
+        except OSError as err:
+            if err.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):  # unsupported here: fall back
+                raise
+    chunk = bytes(min(nbytes, 1 << 24))
+    f.seek(offset)
+    for start in range(0, nbytes, len(chunk)):
+        f.write(chunk[: nbytes - start])
+    f.flush()
+    os.fsync(f.fileno())  # a full disk shows up now, not when the data is written back
+
+
 def write_store(
     out: str | Path,
     *,
@@ -306,8 +520,10 @@ def write_store(
     splits: Mapping[str, Mapping[str, np.ndarray]],
     provenance: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    files: Mapping[str, str] | None = None,
 ) -> Store:
-    """Write in-memory arrays as a store. ``splits[split]`` maps "labels" and each modality to arrays."""
+    """Write in-memory arrays as a store. ``splits[split]`` maps "labels" and each modality to arrays;
+    ``files`` maps file names to text the store holds beside them (see :meth:`StoreWriter.add_file`)."""
     sizes = {s: len(arrays["labels"]) for s, arrays in splits.items()}
     with StoreWriter(
         out,
@@ -322,4 +538,6 @@ def write_store(
             writer.labels(split)[:] = arrays["labels"]
             for m in modalities:
                 writer.array(split, m)[:] = arrays[m]
+        for file, text in (files or {}).items():
+            writer.add_file(file, text)
         return writer.commit()

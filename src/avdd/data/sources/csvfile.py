@@ -19,6 +19,7 @@ from avdd.data.sources.common import (
     register_video_source,
     stratified_split,
 )
+from avdd.data.store import check_name
 from avdd.errors import AvddError
 
 
@@ -30,8 +31,10 @@ def list_csv(csv: Path, root: Path | None = None, test_fraction: float = 0.2, sp
         where = f"{csv}:{line}"
         if not row["path"] or not row["label"]:
             raise AvddError(f"{where}: path and label must not be empty")
-        if "split" in row and not row["split"]:
-            raise AvddError(f"{where}: empty split; give every row a split or drop the column")
+        if "split" in row:
+            if not row["split"]:
+                raise AvddError(f"{where}: empty split; give every row a split or drop the column")
+            check_name(row["split"], "split", where)  # a split names files: "../x" would write outside --out
         path = base / row["path"]
         video = videos.setdefault(path, {"label": row["label"], "split": row.get("split"), "seconds": set()})
         if (video["label"], video["split"]) != (row["label"], row.get("split")):

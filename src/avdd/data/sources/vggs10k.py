@@ -21,6 +21,7 @@ from avdd.data.sources.common import (
     register_video_source,
 )
 from avdd.data.sources.vggsound import vggsound_clip
+from avdd.data.store import check_name
 from avdd.errors import AvddError
 
 AVDD_COMMIT = "165d032f59cb6c9b15441a869af98df52acca5ea"
@@ -51,7 +52,8 @@ def list_vggs10k(root: Path, csv: Path | None = None) -> ClipList:
     classes = class_names_from_ids([(r["label"], r["label_id"]) for _, r in rows], csv)
     index = VideoIndex(root)
     clips = [
-        vggsound_clip(index, r["vid"], parse_second(r["num"], f"{csv}:{line}"), r["label"], r["split"])
+        vggsound_clip(index, r["vid"], parse_second(r["num"], f"{csv}:{line}"), r["label"],
+                      check_name(r["split"], "split", f"{csv}:{line}"))
         for line, r in rows
     ]
     return ClipList(clips, classes, {"csv": str(Path(csv).resolve())})

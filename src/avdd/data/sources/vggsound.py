@@ -12,6 +12,7 @@ from pathlib import Path
 from avdd.data.prepare import Clip, ClipList
 from avdd.data.sources import Option
 from avdd.data.sources.common import ROOT_OPTION, VideoIndex, parse_second, read_table, register_video_source
+from avdd.data.store import check_name
 
 SAMPLE_SECOND = 4
 COLUMNS = ("youtube_id", "start_seconds", "label", "split")
@@ -26,7 +27,7 @@ def list_vggsound(root: Path, csv: Path) -> ClipList:
     index = VideoIndex(root)
     clips = [
         vggsound_clip(index, row["youtube_id"], parse_second(row["start_seconds"], f"{csv}:{line}"),
-                      row["label"], row["split"])
+                      row["label"], check_name(row["split"], "split", f"{csv}:{line}"))
         for line, row in read_table(csv, COLUMNS, headerless=True)  # the official file has no header
     ]
     return ClipList(clips, sorted({c.label for c in clips}))
