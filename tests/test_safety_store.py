@@ -9,6 +9,7 @@ import csv
 import errno
 import json
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -22,6 +23,9 @@ from avdd.cli import main
 from avdd.data.prepare import Clip, ClipList, prepare_clips, work_dir
 from avdd.data.sources import csvfile, music21, vggsound
 from avdd.data.store import META_FILE, StoreWriter, open_store, remove_stale_partials, write_store
+from avdd.distill.api import distill
+from avdd.distill.base import LOG_FILE, SyntheticSet, save_synthetic
+from avdd.distill.coreset import coreset_set
 from avdd.errors import AvddError
 from conftest import TINY_SPECS, make_tiny_store
 
@@ -319,3 +323,71 @@ def test_a_partial_whose_builder_lives_is_kept(tmp_path):
         child.kill()
         child.wait()
     assert remove_stale_partials(tmp_path / "s") == [live] and not live.exists()
+
+
+# --- 11. everything a store holds is written before its rename -------------------------------------
+
+def test_distill_log_is_in_the_store_before_its_rename(tmp_path, monkeypatch):
+    source = make_tiny_store(tmp_path / "src")
+    out = tmp_path / "set"
+    seen: dict[str, list[str]] = {}
+    real = {"replace": os.replace, "rename": os.rename}
+
+    def spy(kind: str):
+        def move(src, dst, *args, **kwargs):
+            if Path(dst) == out:
+                seen[kind] = sorted(os.listdir(src))
+            return real[kind](src, dst, *args, **kwargs)
+        return move
+
+    monkeypatch.setattr(os, "replace", spy("replace"))
+    monkeypatch.setattr(os, "rename", spy("rename"))
+    synthetic = SyntheticSet({"audio": torch.zeros(2, *TINY_SPECS["audio"].shape)}, torch.tensor([0, 1]),
+                             log={"losses": [{"iteration": 1, "loss": 0.5}]})
+    store = save_synthetic(synthetic, out, source, provenance={"method": "dm"})
+    assert len(seen) == 1  # one move into place, and the log was in the folder moved
+    assert {LOG_FILE, META_FILE, "train_audio.npy", "train_labels.npy"} <= set(next(iter(seen.values())))
+    assert json.loads((store.path / LOG_FILE).read_text()) == synthetic.log
+
+
+@pytest.mark.parametrize("name", ["../x.json", "sub/x.json", ".hidden", META_FILE, "train_audio.npy"])
+def test_extra_files_of_a_store_are_plain_names_that_shadow_nothing(tmp_path, name):
+    with pytest.raises(ValueError, match="not a name a store's extra file may have"), StoreWriter(
+            tmp_path / "s", name="x", class_names=["a", "b"], modalities=TINY_SPECS, split_sizes={"train": 4}) as w:
+        w.add_file(name, "text")
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- 12. NaN samples into a coreset, a factorised set as --data ------------------------------------
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_coreset_refuses_to_copy_non_finite_samples(tmp_path, bad):
+    store = make_tiny_store(tmp_path / "src")
+    audio = np.load(store.path / "train_audio.npy")
+    audio[5, 0, 3, 3] = bad
+    np.save(store.path / "train_audio.npy", audio)
+    before = snapshot(tmp_path)
+    with pytest.raises(AvddError, match=rf"^{store.path}: 1 of the 36 selected audio samples hold NaN or inf "
+                                        r"values \(first: train sample 5\); the store is corrupt, rebuild it$"):
+        distill(store.path, tmp_path / "set", "random", modalities=["audio", "frame"], ipc=12, progress=False)
+    assert snapshot(tmp_path) == before and sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+    orders = [ix for ix in open_store(store.path).split("train").class_indices]  # as herding/kcenter pass them
+    with pytest.raises(AvddError, match="1 of the 36 selected audio samples"):
+        coreset_set(open_store(store.path), ["audio"], orders, 12, {})
+    coreset_set(open_store(store.path), ["frame"], orders, 12, {})  # frames (uint8) are always finite
+
+
+@pytest.mark.parametrize("factor", [True, 3])
+def test_a_factorised_set_is_refused_as_data(tmp_path, capsys, factor):
+    source = make_tiny_store(tmp_path / "src")
+    factorised = make_tiny_store(tmp_path / "fact", splits=("train",), provenance={
+        "method": "avdd", "factor": factor, "source_dataset": {"name": "tiny", "path": str(source.path)}})
+    before = snapshot(tmp_path)
+    message = (f"{factorised.path}: a factorised distilled set ({(2 if factor is True else factor) ** 2} tiles per "
+               f"stored sample) cannot be --data; evaluate it, or use its source store {source.path}")
+    with pytest.raises(AvddError, match=f"^{re.escape(message)}$"):
+        distill(factorised.path, tmp_path / "set", "random", modalities=["audio"], ipc=1, progress=False)
+    line = cli_error(capsys, ["distill", "--data", str(factorised.path), "--method", "random", "--ipc", "1",
+                              "--out", str(tmp_path / "set"), "-q"])
+    assert line == f"avdd: error: {message}"
+    assert snapshot(tmp_path) == before

@@ -23,7 +23,7 @@ from avdd.device import resolve_device
 from avdd.distill.base import MethodEntry, SyntheticSet, get_method, merge_shards, save_synthetic
 from avdd.distributed import Job
 from avdd.errors import AvddError
-from avdd.evaluate.recognition import EvalConfig, evaluate_recognition
+from avdd.evaluate.recognition import EvalConfig, evaluate_recognition, factor_of
 
 # Test hook for rank failures: "RANK:ITERATION" makes that process SIGKILL itself (no clean-up at
 # all, like a lost machine) right after that iteration, before its checkpoint of that iteration.
@@ -100,6 +100,7 @@ def distill(
     distributed.barrier()  # no process writes a checkpoint before every process has looked for leftovers
     checkpoint = checkpoint_path(out, job)
     store = open_store(data)
+    refuse_factorised(store)
     missing = [m for m in modalities if m not in store.modalities]
     if missing:
         raise AvddError(f"{store.path}: no modality {missing[0]!r} (has: {', '.join(store.modalities)})")
@@ -130,6 +131,17 @@ def distill(
     distributed.barrier()  # checkpoints go only once the store is written: a failed write can resume
     checkpoint.unlink(missing_ok=True)
     return saved
+
+
+def refuse_factorised(store: Store) -> None:
+    """Refuse a factorised distilled set as the data to distill (or train experts) on: each of its
+    stored samples is a mosaic of tiles that only evaluation decodes, so it would pass as one sample."""
+    factor = factor_of(store)
+    if factor > 1:
+        source = store.provenance.get("source_dataset")
+        path = source.get("path") if isinstance(source, dict) else None
+        raise AvddError(f"{store.path}: a factorised distilled set ({factor * factor} tiles per stored sample) "
+                        "cannot be --data; evaluate it, or use its source store" + (f" {path}" if path else ""))
 
 
 def _run_method(entry: MethodEntry, job: Job, store: Store, **options: Any) -> SyntheticSet | None:

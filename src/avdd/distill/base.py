@@ -147,10 +147,9 @@ def save_synthetic(
         "code_version": code_version(),
         **synthetic.details,
     }
-    store = write_store(
+    return write_store(
         out, name=f"{source.name}-{provenance.get('method', 'distilled')}", class_names=source.class_names,
         modalities=modalities, splits={"train": arrays}, provenance=meta_provenance, overwrite=overwrite,
+        # the log goes in before the store's rename: a store in place is a finished one, log included
+        files={LOG_FILE: json.dumps(synthetic.log, indent=1) + "\n"} if synthetic.log else None,
     )
-    if synthetic.log:
-        (store.path / LOG_FILE).write_text(json.dumps(synthetic.log, indent=1) + "\n")
-    return store

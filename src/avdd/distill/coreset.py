@@ -106,9 +106,23 @@ def coreset_set(store: Store, modalities: Sequence[str], orders: list[np.ndarray
     index = np.concatenate([order[:ipc] for order in orders])
     split = store.split("train")
     data = {m: read_stored(split, index, m) for m in modalities}
+    for m, samples in data.items():
+        _refuse_non_finite(store, m, samples, index)
     labels = torch.from_numpy(np.asarray(split.labels[index]))
     order_json = {store.class_names[c]: o[:ipc].tolist() for c, o in enumerate(orders)}
     return SyntheticSet(data, labels, factor=False, details={**details, "selection": order_json})
+
+
+def _refuse_non_finite(store: Store, modality: str, samples: torch.Tensor, index: np.ndarray) -> None:
+    """A coreset copies stored samples as they are: one holding NaN or inf would poison every
+    network trained on the set, so refuse it here, naming how many and where."""
+    if not samples.is_floating_point():
+        return
+    bad = ~torch.isfinite(samples).flatten(1).all(dim=1)
+    if bad.any():
+        first = int(index[bad.numpy()][0])
+        raise AvddError(f"{store.path}: {int(bad.sum())} of the {len(index)} selected {modality} samples hold NaN "
+                        f"or inf values (first: train sample {first}); the store is corrupt, rebuild it")
 
 
 # Selection is one pass: the run options of iterative methods (checkpoint, resume, on_iteration)
