@@ -21,7 +21,7 @@ import torch
 
 from avdd.cli import main
 from avdd.data.prepare import Clip, ClipList, prepare_clips, work_dir
-from avdd.data.sources import csvfile, music21, vggsound
+from avdd.data.sources import csvfile, music21, reference_pt, vggsound
 from avdd.data.store import META_FILE, StoreWriter, open_store, remove_stale_partials, write_store
 from avdd.distill.api import distill
 from avdd.distill.base import LOG_FILE, SyntheticSet, save_synthetic
@@ -375,6 +375,24 @@ def test_coreset_refuses_to_copy_non_finite_samples(tmp_path, bad):
     with pytest.raises(AvddError, match="1 of the 36 selected audio samples"):
         coreset_set(open_store(store.path), ["audio"], orders, 12, {})
     coreset_set(open_store(store.path), ["frame"], orders, 12, {})  # frames (uint8) are always finite
+
+
+@pytest.mark.parametrize(("key", "message"), [
+    ("audio_train", "train.pt: audio_train holds NaN or inf values; the file is corrupt"),
+    ("audio_test", "test.pt: audio_test holds NaN or inf values; the file is corrupt"),
+    ("images_train", r"train.pt: images hold values in \[nan, nan\], expected 0..255"),
+])
+def test_reference_pt_refuses_non_finite_values(tmp_path, key, message):
+    files = dict(zip(("train", "test"), reference_files(tmp_path), strict=True))
+    split = key.split("_")[1]
+    data = torch.load(files[split])
+    data[key] = data[key].float()
+    data[key][1, 0, 0, 0] = float("nan")
+    torch.save(data, files[split])
+    before = snapshot(tmp_path)
+    with pytest.raises(AvddError, match=f"^{tmp_path}/{message}"):
+        reference_pt.import_reference(tmp_path / "out", **files, progress=False)
+    assert snapshot(tmp_path) == before and sorted(p.name for p in tmp_path.iterdir()) == ["test.pt", "train.pt"]
 
 
 @pytest.mark.parametrize("factor", [True, 3])

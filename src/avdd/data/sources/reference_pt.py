@@ -9,6 +9,7 @@ split. Files are memory-mapped where torch allows, and converted in chunks.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,7 @@ def to_uint8(images: torch.Tensor, path: Path) -> np.ndarray:
     if images.dtype == torch.uint8:
         return images.numpy()
     low, high = float(images.min()), float(images.max())
-    if low < -0.5 or high > 255.5:
+    if not (low >= -0.5 and high <= 255.5):  # written so that NaN (which compares false) is refused too
         raise AvddError(f"{path}: images hold values in [{low:.3g}, {high:.3g}], expected 0..255; "
                         "normalised frames cannot be imported")
     return images.float().round().clamp(0, 255).to(torch.uint8).numpy()
@@ -87,8 +88,10 @@ def import_reference(out: str | Path, *, train: Path, test: Path, overwrite: boo
     train_audio = tensors["train"][0]
     sums = [(float(c.double().sum()), float((c.double() ** 2).sum())) for c in train_audio.split(CHUNK)]
     count = train_audio.numel()
-    mean = sum(s for s, _ in sums) / count
-    std = float(np.sqrt(max(sum(q for _, q in sums) / count - mean**2, 0.0))) or 1.0
+    mean, mean_sq = sum(s for s, _ in sums) / count, sum(q for _, q in sums) / count
+    if not (math.isfinite(mean) and math.isfinite(mean_sq)):  # any NaN or inf makes a sum non-finite
+        raise AvddError(f"{train}: audio_train holds NaN or inf values; the file is corrupt")
+    std = float(np.sqrt(max(mean_sq - mean**2, 0.0))) or 1.0
     height, width = tensors["train"][1].shape[2:]
     modalities = {
         "audio": ModalitySpec(SPECTROGRAM_SHAPE, "float16", (mean,), (std,)),
@@ -105,7 +108,10 @@ def import_reference(out: str | Path, *, train: Path, test: Path, overwrite: boo
             writer.labels(split)[:] = labels.numpy()
             for start in tqdm(range(0, len(labels), CHUNK), desc=split, unit="chunk", disable=not progress):
                 stop = start + CHUNK
-                writer.array(split, "audio")[start:stop] = audio[start:stop].numpy().astype(np.float16)
+                chunk = audio[start:stop].numpy()
+                if not np.isfinite(chunk).all():
+                    raise AvddError(f"{files[split][0]}: audio_{split} holds NaN or inf values; the file is corrupt")
+                writer.array(split, "audio")[start:stop] = chunk.astype(np.float16)
                 writer.array(split, "frame")[start:stop] = to_uint8(images[start:stop], files[split][0])
         return writer.commit()
 
