@@ -101,6 +101,19 @@ def test_prepare_refuses_an_unsafe_split_from_any_source_before_any_work(tmp_pat
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("plan", ["{not json", "[1, 2]", "\xff\xfe"])
+def test_a_garbled_plan_of_an_unfinished_prepare_is_one_line(tmp_path, plan):
+    work = work_dir(tmp_path / "out")
+    work.mkdir()
+    (work / "plan.json").write_bytes(plan.encode("latin-1"))
+    before = snapshot(tmp_path)
+    clips = ClipList([Clip(tmp_path / "a.mp4", "dog", "train")], ["dog"])
+    with pytest.raises(AvddError, match=rf"^{work}: holds an unfinished prepare of other clips or options; .* "
+                                        "delete that directory to start over$"):
+        prepare_clips(clips, tmp_path / "out", name="mine", progress=False)
+    assert snapshot(tmp_path) == before
+
+
 @pytest.mark.parametrize(("splits", "modalities", "message"), [
     ({"../victim/train": 4}, None, r"split \"\.\./victim/train\" is not a plain name"),
     ({"train": 4}, {"../a": "audio"}, r"modality \"\.\./a\" is not a plain name"),

@@ -129,11 +129,20 @@ def work_dir(out: Path) -> Path:
     return out.parent / f".{out.name}.prepare"
 
 
+def _planned(plan: Path) -> object:
+    """The fingerprint in ``plan``; None when it is unreadable (then it matches no run)."""
+    try:
+        data = json.loads(plan.read_text())
+    except (OSError, ValueError):
+        return None
+    return data.get("fingerprint") if isinstance(data, dict) else None
+
+
 def _open_work(out: Path, fingerprint: str) -> Path:
     work = work_dir(out)
     plan = work / "plan.json"
     if plan.is_file():
-        if json.loads(plan.read_text()).get("fingerprint") != fingerprint:
+        if _planned(plan) != fingerprint:
             raise AvddError(
                 f"{work}: holds an unfinished prepare of other clips or options; rerun with the same "
                 "ones to resume it, or delete that directory to start over"
