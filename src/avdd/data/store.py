@@ -6,10 +6,14 @@ Layout of a store directory::
                               provenance, format version
     {split}_labels.npy        int64 (N,)
     {split}_{modality}.npy    frames uint8 (N, C, H, W); spectrograms float16 (N, 1, n_mels, T)
+    *.csv, *.json             reports and logs (skipped.csv, distill_log.json), if any
 
-Arrays are opened memory-mapped, so a store larger than RAM works. A store is built in a hidden
-temporary directory beside its destination and renamed into place only when complete, so an
-interrupted build never leaves anything that opens as a store.
+Split and modality names are plain names (letters, digits, ``_``, ``-``), checked on reading and on
+writing, since they become file names. Arrays are opened memory-mapped, so a store larger than RAM
+works. A store is built, extra files included, in a hidden temporary directory beside its
+destination (``.{name}.partial-{pid}@{host}-*``) and renamed into place only when complete, so an
+interrupted build never leaves anything that opens as a store; the next build of the same
+destination removes the temporary directories of builds that died.
 """
 
 from __future__ import annotations
