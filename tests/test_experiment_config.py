@@ -66,16 +66,65 @@ def test_named_variants_set_several_settings_and_label_the_axis():
     (["dataset=nope"], "no dataset 'nope' in datasets; known: small, big"),
     (["schedule=nope"], "no schedule 'nope'"),
     (["seeds=[]"], "seeds must be a non-empty list"),
-    (["evaluate.num_eval=0"], "evaluation settings must be positive"),
+    (["evaluate.num_eval=0"], r"evaluate.num_eval=0 \(must be an integer ≥ 1\)"),
     (["grid.bogus=[1]"], "grid.bogus: a list axis must be a setting"),
-    (["grid.ipc=[0]"], "ipc must be a non-empty list of integers ≥ 1"),
+    (["grid.ipc=[0]"], r"grid.ipc\[0\]=0 \(must be an integer ≥ 1\)"),
     (["grid.modalities=[audio+audio]"], "modalities must be distinct"),
     (["evaluation=speed"], "evaluation must be one of recognition, retrieval"),
     (["table.rows=[nope]"], "table.rows must list grid axes"),
+    # issue 18: wrong types and numbers out of range, wherever they are set
+    (["evaluate.num_eval=one"], r"evaluate.num_eval='one' \(must be an integer ≥ 1\)"),
+    (["grid=5"], "grid must be a mapping, got 5"),
+    (["distill=[1]"], r"distill must be a mapping, got \[1\]"),
+    (["intermediate=5"], "intermediate must be a mapping"),
+    (["data=5"], "data must be a string, got 5"),
+    (["methods.dm=5"], "methods.dm must map settings to values"),
+    (["seeds=[true]"], "seeds must be a non-empty list, each an integer ≥ 0"),
+    (["grid.ipc=[true]"], r"grid.ipc\[0\]=True \(must be an integer ≥ 1\)"),
+    (["grid.method=[random, 5]"], r"grid.method\[1\]=5 \(must be a string\)"),
+    (["grid.variant={a: {lambda_jm: -1}}"], r"grid.variant.a.lambda_jm=-1 \(must be a number ≥ 0\)"),
+    (["intermediate.every=-1"], r"intermediate.every=-1 \(must be an integer ≥ 0\)"),
+    (["distill.momentum=1.5"], r"distill.momentum=1.5 \(must be a number in \[0, 1\)\)"),
+    (["methods.dm.iterations=-1"], r"methods.dm.iterations=-1 \(must be an integer ≥ 1\)"),
+    (["retrieval.subsets=0"], r"retrieval.subsets=0 \(must be an integer ≥ 1\)"),
+    (["evaluate.betas=5"], r"evaluate.betas=5 \(must be 2 numbers, each in \[0, 1\)\)"),
+    (["distill.lr=5"], r"distill.lr=5 \(must be a mapping of modality names to numbers > 0"),
+    (["distill.iterations=2", "distill.batch_real=0"], r"distill.batch_real=0"),
+    # issue 18, item 12: a per-modality setting for a modality no cell has
+    (["distill.lr={video: 0.1}"], r"distill.lr names video, which no cell of this grid has \(its modalities: "
+                                  r"audio, frame\)"),
+    (["evaluate.lr_encoder={audio: 0.1, vision: 0.1}"], "evaluate.lr_encoder names vision"),
+    (["grid.modalities=[audio]", "methods.dm.lr={frame: 1}"], "methods.dm.lr names frame"),
 ])
 def test_bad_settings_are_reported_clearly(overrides, message):
     with pytest.raises(AvddError, match=message):
         resolve(doc(), overrides)
+
+
+def test_a_learning_rate_for_a_modality_some_cell_has_is_fine():
+    exp = resolve(doc(), ["distill.lr={frame: 0.1}", "evaluate.lr_encoder={frame: 0.1}"])
+    assert exp.view["distill"]["lr"] == {"frame": 0.1}
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"schedules": {"quick": {"seeds": [0], "distill": [1]}}}, "schedules.quick.distill must be a mapping"),
+    ({"schedules": {"quick": {"seeds": [0], "methods": {"dm": [1]}}}}, "schedules.quick.methods.dm must be a mapping"),
+    ({"schedules": {"quick": {"seeds": [0], "evaluate": {"num_eval": "one"}}}}, "evaluate.num_eval='one'"),
+    ({"exclude": {"method": "dm"}}, "exclude must be a list"),
+    ({"whole_data": "audio"}, "whole_data must be a list"),
+    ({"retrieval": 5}, "retrieval must be a mapping"),
+])
+def test_wrong_types_in_the_file_are_reported_clearly(changes, message):
+    with pytest.raises(AvddError, match=message):
+        resolve(doc(**changes))
+
+
+@pytest.mark.parametrize("include", ["[1, 2]", "5", "{a: b}"])
+def test_an_include_that_names_no_file_is_reported(include, tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"include: {include}\nexperiment: x\n")
+    with pytest.raises(AvddError, match="include names a config file or a list of them"):
+        load_experiment(path)
 
 
 def test_malformed_yaml_names_the_file_and_line(tmp_path):

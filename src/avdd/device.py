@@ -11,7 +11,8 @@ AUTO = "auto"
 
 
 def resolve_device(name: str | torch.device | None = None) -> torch.device:
-    """``cpu``, ``cuda``, ``cuda:N`` or a ``torch.device``; None or "auto": CUDA when available, else CPU.
+    """``cpu``, ``cuda``, ``cuda:N``, ``mps`` (where available) or a ``torch.device``; None or "auto": CUDA
+    when available, else CPU. Anything else is an AvddError.
 
     Under torchrun an unnumbered CUDA device is the process's own GPU, ``cuda:LOCAL_RANK``.
     """
@@ -20,7 +21,11 @@ def resolve_device(name: str | torch.device | None = None) -> torch.device:
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError):
-        raise AvddError(f"unknown device {str(name)!r} (try cpu, cuda or cuda:1)") from None
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):  # torch knows more types; avdd runs on these
+        raise AvddError(f"unknown device {str(name)!r} (use cpu, cuda, cuda:N, or mps where available)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise AvddError(f"device {str(name)!r} requested but MPS is not available on this machine; use --device cpu")
     if device.type != "cuda":
         return device
     if not torch.cuda.is_available():

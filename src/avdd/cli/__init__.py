@@ -9,7 +9,9 @@ the same work and write the same files).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -37,6 +39,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+DEBUG_ENV = "AVDD_DEBUG"  # set to 1: an unexpected error shows its traceback
+
+
+def one_line(err: Exception) -> str:
+    """``Type: message`` on one line."""
+    message = " ".join(str(err).split())
+    return f"{type(err).__name__}: {message}" if message else type(err).__name__
+
+
+def reader_gone() -> int:
+    """stdout's reader has left (``avdd data info X | head -1``): stop quietly, as unix tools do."""
+    # later writes, and Python's own flush at exit, go nowhere instead of failing again (unless
+    # stdout is not a file, as when it is captured)
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 128 + signal.SIGPIPE  # what a shell reports for a tool that SIGPIPE stopped
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     retain_freed_memory()  # the tensors of one iteration reuse the last one's pages (avdd/allocator.py)
@@ -44,10 +64,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if launched() and not getattr(args, "distributed", False):
             raise AvddError(f"avdd {args.verb} runs as one process; under torchrun run distill, evaluate or retrieve")
-        return args.handler(args)
+        status = args.handler(args)
+        sys.stdout.flush()  # a reader that left (`| head`) shows here, not in Python's exit
+        return status
     except AvddError as err:
         print(f"avdd: error: {where}{err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("avdd: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return reader_gone()
+    except Exception as err:  # a case nobody foresaw: one line, the traceback on request
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(f"avdd: error: {where}{one_line(err)} (run with {DEBUG_ENV}=1 for the traceback)", file=sys.stderr)
+        return 1

@@ -1,11 +1,88 @@
-"""The ``--device`` option of the verbs that compute."""
+"""Options shared by the verbs: ``--device``, and the argparse types that check every number.
+
+A bad value is a usage error: argparse prints the verb's usage and one line,
+``avdd VERB: error: argument --FLAG: must be …, got '…'``, and exits with status 2. The ranges
+are those of avdd/ranges.py, which the library checks too.
+"""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from avdd.errors import AvddError
+from avdd.ranges import RANGES, Number, PerModality, unknown_modalities
 
 
 def add_device_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None,
                         help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu; under torchrun "
                              "cuda is each process's own GPU, cuda:LOCAL_RANK)")
+
+
+def _number(spec: Number, text: str) -> Any:
+    value = spec.parse(text)
+    if not spec.accepts(value):
+        raise argparse.ArgumentTypeError(f"must be {spec.describe()}, got {text!r}")
+    return value
+
+
+def number(spec: Number, name: str = "number") -> Callable[[str], Any]:
+    """argparse ``type=``: the text parsed as ``spec``'s kind and checked against its range."""
+
+    def parse(text: str) -> Any:
+        return _number(spec, text)
+
+    parse.__name__ = name  # argparse names the type in some messages
+    return parse
+
+
+def setting(name: str) -> Callable[[str], Any]:
+    """argparse ``type=`` for the numeric setting ``name`` of avdd/ranges.py."""
+    spec = RANGES[name]
+    assert isinstance(spec, Number), f"{name} is not a number"
+    return number(spec, name)
+
+
+def modality_value(name: str) -> Callable[[str], tuple[str, Any]]:
+    """argparse ``type=`` for one ``MODALITY=VALUE`` of the per-modality setting ``name``."""
+    spec = RANGES[name]
+    assert isinstance(spec, PerModality), f"{name} is not per modality"
+
+    def parse(text: str) -> tuple[str, Any]:
+        modality, sep, value = text.partition("=")
+        if not sep or not modality.strip():
+            raise argparse.ArgumentTypeError(f"takes MODALITY=VALUE, e.g. frame=0.1; got {text!r}")
+        return modality.strip(), _number(spec.value, value)
+
+    parse.__name__ = name
+    return parse
+
+
+class PerModalityValues(argparse.Action):
+    """Repeated ``--flag MODALITY=VALUE`` collected into {modality: value}; a modality given twice
+    is refused (the second would silently win)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        modality, value = values
+        given = dict(getattr(namespace, self.dest) or {})
+        if modality in given:
+            raise argparse.ArgumentError(self, f"{modality} given twice ({given[modality]:g} and {value:g}); "
+                                               "give each modality once")
+        setattr(namespace, self.dest, {**given, modality: value})
+
+
+def add_per_modality_option(parser: argparse.ArgumentParser, flag: str, name: str, help: str) -> None:
+    """``flag MODALITY=VALUE``, repeatable, into ``args.<name>`` (None when not given)."""
+    parser.add_argument(flag, dest=name, type=modality_value(name), action=PerModalityValues,
+                        metavar="MODALITY=VALUE", default=None, help=help)
+
+
+def check_modality_keys(flag: str, values: dict[str, Any] | None, modalities: Sequence[str]) -> None:
+    """Refuse a per-modality value for a modality the run does not have (it would be ignored)."""
+    unknown = unknown_modalities(values or {}, modalities)
+    if unknown:
+        raise AvddError(f"{flag} names {', '.join(unknown)}, which this run does not have "
+                        f"(its modalities: {', '.join(modalities)})")

@@ -6,9 +6,11 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from avdd.cli.common import setting
 from avdd.data.sources import DATASETS, DatasetSource, Option
 from avdd.data.store import array_file, open_store
 from avdd.errors import AvddError
+from avdd.ranges import RANGES, Number
 from avdd.registry import Registry
 
 
@@ -60,7 +62,8 @@ def add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> N
             continue
         shown = opt.default is None or opt.required
         help_text = opt.help if shown else f"{opt.help} (default: {opt.default})"
-        parser.add_argument(flag, dest=opt.name, type=opt.type, default=opt.default, choices=opt.choices,
+        kind = setting(opt.name) if isinstance(RANGES.get(opt.name), Number) else opt.type  # numbers: checked
+        parser.add_argument(flag, dest=opt.name, type=kind, default=opt.default, choices=opt.choices,
                             required=opt.required, help=help_text)
 
 

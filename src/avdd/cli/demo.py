@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from avdd.cli.common import add_device_option
+from avdd.cli.common import add_device_option, setting
 from avdd.device import resolve_device
 from avdd.experiments.runner import TABLES
 from avdd.quickstart import DemoSettings, run_demo
@@ -30,9 +30,11 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
                     "evaluates each set with the recognition protocol and prints the table.",
         epilog="example: avdd demo --workdir avdd-demo")
     p.add_argument("--workdir", type=Path, default=Path("avdd-demo"), help="where data, sets and results go")
-    p.add_argument("--ipc", type=int, default=d.ipc, help="default: %(default)s")
-    p.add_argument("--iterations", type=int, default=d.iterations, help="DM/AVDD iterations (default: %(default)s)")
-    p.add_argument("--num-eval", type=int, default=d.num_eval, help="networks per set (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=d.seed, help="default: %(default)s")
+    p.add_argument("--ipc", type=setting("ipc"), default=d.ipc, help="default: %(default)s")
+    p.add_argument("--iterations", type=setting("iterations"), default=d.iterations,
+                   help="DM/AVDD iterations (default: %(default)s)")
+    p.add_argument("--num-eval", type=setting("num_eval"), default=d.num_eval,
+                   help="networks per set (default: %(default)s)")
+    p.add_argument("--seed", type=setting("seed"), default=d.seed, help="default: %(default)s")
     add_device_option(p)
     p.set_defaults(handler=cmd_demo)

@@ -6,57 +6,44 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from avdd.cli.common import add_device_option
+from avdd.cli.common import add_device_option, add_per_modality_option, check_modality_keys, setting
 from avdd.cli.data import describe_store, parse_modalities
 from avdd.device import resolve_device
 from avdd.distill.api import distill
 from avdd.distill.base import get_method, method_names
 from avdd.distributed import joined
-from avdd.errors import AvddError
 from avdd.evaluate.recognition import EvalConfig
+from avdd.ranges import RANGES, Number
 
-
-def parse_lr(pairs: list[str] | None) -> dict[str, float] | None:
-    if not pairs:
-        return None
-    lr = {}
-    for pair in pairs:
-        name, _, value = pair.partition("=")
-        try:
-            lr[name.strip()] = float(value)
-        except ValueError:
-            raise AvddError(f"--lr takes MODALITY=VALUE, e.g. frame=0.1; got {pair!r}") from None
-    return lr
-
-
-SETTING_FLAGS = (
-    ("iterations", int, "optimisation iterations (default 5000)"),
-    ("momentum", float, "SGD momentum on the synthetic data and mtt's step size (default 0.5)"),
-    ("batch_real", int, "dm/avdd: real samples per class per iteration (default 128)"),
-    ("lambda_base", float, "weight of the per-modality DM term (default 1; 0 switches it off)"),
-    ("lambda_jm", float, "weight of joint matching (avdd default 10, dm 0)"),
-    ("lambda_mgm", float, "weight of modality-gap matching (avdd default 10, dm 0)"),
-    ("init", str, "initialisation: random or herding (avdd default herding, dm and mtt random)"),
-    ("dsa_strategy", str, "augmentation ops joined by _ (default color_crop_cutout_flip_scale_rotate)"),
-    ("width", int, "encoder width (default 128)"),
-    ("autocast", str, "real-side autocast: auto, off, bf16, fp16 (default auto: bf16 on CUDA, off on CPU)"),
-    ("checkpoint_every", int, "iterations between checkpoints (default 100)"),
-    ("embed_source", str, "herding/k-center embeddings: trained or random encoders (default trained)"),
-    ("embed_epochs", int, "epochs of the embedding network (default 5; cached next to the data store)"),
-    ("experts", str, "mtt (required): expert trajectories from `avdd experts`"),
-    ("syn_steps", int, "mtt: student SGD steps unrolled per iteration (default 20); memory grows linearly with it"),
-    ("batch_syn", int, "mtt: synthetic samples per student step (default 0 = all); memory grows linearly with it"),
-    ("expert_epochs", int, "mtt: expert epochs the student's steps must cover (default 2)"),
-    ("max_start_epoch", int, "mtt: latest expert epoch a student starts from (default 2)"),
-    ("step_size", float, "mtt: the student's initial SGD step size (default: the experts' learning rate)"),
-    ("lr_step_size", float, "mtt: learning rate of log(step size) (default 0.1)"),
+SETTING_FLAGS = (  # (name, help): numbers take their type and range from avdd/ranges.py, the rest are strings
+    ("iterations", "optimisation iterations (default 5000)"),
+    ("momentum", "SGD momentum on the synthetic data and mtt's step size (default 0.5)"),
+    ("batch_real", "dm/avdd: real samples per class per iteration (default 128)"),
+    ("lambda_base", "weight of the per-modality DM term (default 1; 0 switches it off)"),
+    ("lambda_jm", "weight of joint matching (avdd default 10, dm 0)"),
+    ("lambda_mgm", "weight of modality-gap matching (avdd default 10, dm 0)"),
+    ("init", "initialisation: random or herding (avdd default herding, dm and mtt random)"),
+    ("dsa_strategy", "augmentation ops joined by _ (default color_crop_cutout_flip_scale_rotate)"),
+    ("width", "encoder width (default 128)"),
+    ("autocast", "real-side autocast: auto, off, bf16, fp16 (default auto: bf16 on CUDA, off on CPU)"),
+    ("checkpoint_every", "iterations between checkpoints (default 100)"),
+    ("embed_source", "herding/k-center embeddings: trained or random encoders (default trained)"),
+    ("embed_epochs", "epochs of the embedding network (default 5; cached next to the data store)"),
+    ("experts", "mtt (required): expert trajectories from `avdd experts`"),
+    ("syn_steps", "mtt: student SGD steps unrolled per iteration (default 20); memory grows linearly with it"),
+    ("batch_syn", "mtt: synthetic samples per student step (default 0 = all); memory grows linearly with it"),
+    ("expert_epochs", "mtt: expert epochs the student's steps must cover (default 2)"),
+    ("max_start_epoch", "mtt: latest expert epoch a student starts from (default 2)"),
+    ("step_size", "mtt: the student's initial SGD step size (default: the experts' learning rate)"),
+    ("lr_step_size", "mtt: learning rate of log(step size) (default 0.1)"),
 )
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
     modalities = parse_modalities(args.modalities)
-    settings = {name: getattr(args, name) for name, _, _ in SETTING_FLAGS}
-    settings["lr"] = parse_lr(args.lr)
+    settings = {name: getattr(args, name) for name, _ in SETTING_FLAGS}
+    check_modality_keys("--lr", args.lr, modalities)
+    settings["lr"] = args.lr
     settings["factor"] = args.factor
     eval_config = replace(EvalConfig(), modalities=modalities, num_eval=args.eval_num, epochs=args.eval_epochs)
     device = resolve_device(args.device)
@@ -88,22 +75,24 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--data", required=True, type=Path, help="real dataset store (its train split is distilled)")
     p.add_argument("--method", required=True, choices=method_names(), metavar="METHOD",
                    help="one of: " + ", ".join(method_names()))
-    p.add_argument("--ipc", type=int, required=True, help="stored samples per class")
+    p.add_argument("--ipc", type=setting("ipc"), required=True, help="stored samples per class")
     p.add_argument("--modalities", default="audio,frame", help="comma-separated (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    p.add_argument("--seed", type=setting("seed"), default=0, help="default: %(default)s")
     p.add_argument("--out", required=True, type=Path, help="distilled store to create")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint(s)")
     add_device_option(p)
     p.add_argument("--factor", action=argparse.BooleanOptionalAction, default=None,
                    help="factor parametrisation: 4 tiles per stored sample (avdd default on, dm and mtt off)")
-    p.add_argument("--lr", action="append", metavar="MODALITY=LR",
-                   help="synthetic-data learning rate per modality (default 0.2 each; mtt 1000 each); "
-                        "repeat per modality")
-    for name, kind, text in SETTING_FLAGS:
+    add_per_modality_option(p, "--lr", "lr", "synthetic-data learning rate per modality (default 0.2 each; mtt "
+                            "1000 each); repeat per modality")
+    for name, text in SETTING_FLAGS:
+        kind = setting(name) if isinstance(RANGES.get(name), Number) else str
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None, help=text)
-    p.add_argument("--eval-every", type=int, default=0,
+    p.add_argument("--eval-every", type=setting("eval_every"), default=0,
                    help="evaluate the synthetic set every K iterations (0: never); results go to distill_log.json")
-    p.add_argument("--eval-num", type=int, default=1, help="networks per intermediate evaluation (default 1)")
-    p.add_argument("--eval-epochs", type=int, default=30, help="epochs per intermediate evaluation (default 30)")
+    p.add_argument("--eval-num", type=setting("num_eval"), default=1,
+                   help="networks per intermediate evaluation (default 1)")
+    p.add_argument("--eval-epochs", type=setting("epochs"), default=30,
+                   help="epochs per intermediate evaluation (default 30)")
     p.set_defaults(handler=cmd_distill, distributed=True)

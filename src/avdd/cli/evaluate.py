@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from avdd.cli.common import add_device_option
+from avdd.cli.common import add_device_option, setting
 from avdd.cli.data import parse_modalities
 from avdd.device import resolve_device
 from avdd.distributed import joined
@@ -52,13 +52,14 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--modalities", default=",".join(d.modalities), help="comma-separated (default: %(default)s)")
     p.add_argument("--fusion", default=d.fusion, help="fusion head: ensemble, concat, sum, attention "
                    "(default: %(default)s)")
-    p.add_argument("--num-eval", type=int, default=d.num_eval, help="networks to train (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="default: %(default)s")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="default: %(default)s")
-    p.add_argument("--lr-step", type=int, default=d.lr_step,
+    p.add_argument("--num-eval", type=setting("num_eval"), default=d.num_eval,
+                   help="networks to train (default: %(default)s)")
+    p.add_argument("--epochs", type=setting("epochs"), default=d.epochs, help="default: %(default)s")
+    p.add_argument("--batch-size", type=setting("batch_size"), default=d.batch_size, help="default: %(default)s")
+    p.add_argument("--lr-step", type=setting("lr_step"), default=d.lr_step,
                    help=f"epochs between ×{d.lr_gamma} learning-rate decays (default: %(default)s)")
     p.add_argument("--no-dsa", action="store_true", help="train without differentiable augmentation")
-    p.add_argument("--seed", type=int, default=d.seed, help="default: %(default)s")
+    p.add_argument("--seed", type=setting("seed"), default=d.seed, help="default: %(default)s")
     add_device_option(p)
     p.add_argument("--json", type=Path, default=None, help="write the result (accuracy, runs, config) here")
     p.set_defaults(handler=cmd_evaluate, distributed=True)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from avdd.cli.common import add_device_option
+from avdd.cli.common import add_device_option, number, setting
 from avdd.cli.data import parse_modalities
 from avdd.distill.experts import ExpertConfig, train_experts
+from avdd.ranges import RATE
 
 
 def cmd_experts(args: argparse.Namespace) -> int:
@@ -38,14 +39,15 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--data", required=True, type=Path, help="real dataset store (experts train on its train split)")
     p.add_argument("--out", required=True, type=Path, help="expert directory to create or complete")
     p.add_argument("--modalities", default=",".join(d.modalities), help="comma-separated (default: %(default)s)")
-    p.add_argument("--num-experts", type=int, default=d.num_experts, help="default: %(default)s")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="epochs per expert (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=d.lr, help="SGD learning rate, constant (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="default: %(default)s")
+    p.add_argument("--num-experts", type=setting("num_experts"), default=d.num_experts, help="default: %(default)s")
+    p.add_argument("--epochs", type=setting("epochs"), default=d.epochs,
+                   help="epochs per expert (default: %(default)s)")
+    p.add_argument("--lr", type=number(RATE), default=d.lr, help="SGD learning rate, constant (default: %(default)s)")
+    p.add_argument("--batch-size", type=setting("batch_size"), default=d.batch_size, help="default: %(default)s")
     p.add_argument("--fusion", default=d.fusion, help="fusion head: ensemble, concat, sum, attention "
                    "(default: %(default)s)")
-    p.add_argument("--width", type=int, default=d.width, help="encoder width (default: %(default)s)")
+    p.add_argument("--width", type=setting("width"), default=d.width, help="encoder width (default: %(default)s)")
     p.add_argument("--float16", action="store_true", help="save trajectories as float16 (half the disk space)")
-    p.add_argument("--seed", type=int, default=d.seed, help="default: %(default)s")
+    p.add_argument("--seed", type=setting("seed"), default=d.seed, help="default: %(default)s")
     add_device_option(p)
     p.set_defaults(handler=cmd_experts)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from avdd.cli.common import setting
 from avdd.data.audio import SAMPLE_RATE
 from avdd.data.store import open_store
 from avdd.report.sonify import write_clips
@@ -29,7 +30,10 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
         epilog="example: avdd listen runs/avdd-ipc1 --out runs/avdd-ipc1-audio")
     p.add_argument("distilled", type=Path, help="a distilled set (or any store with front-end spectrograms)")
     p.add_argument("--out", type=Path, required=True, help="folder for the WAV files")
-    p.add_argument("--max-per-class", type=int, default=None, help="at most this many clips per class")
-    p.add_argument("--iterations", type=int, default=100, help="Griffin-Lim iterations (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seed of Griffin-Lim's initial phase (default: %(default)s)")
+    p.add_argument("--max-per-class", type=setting("max_per_class"), default=None,
+                   help="at most this many clips per class")
+    p.add_argument("--iterations", type=setting("iterations"), default=100,
+                   help="Griffin-Lim iterations (default: %(default)s)")
+    p.add_argument("--seed", type=setting("seed"), default=0,
+                   help="seed of Griffin-Lim's initial phase (default: %(default)s)")
     p.set_defaults(handler=cmd_listen)

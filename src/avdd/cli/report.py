@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from avdd.cli.common import add_device_option
+from avdd.cli.common import add_device_option, setting
 from avdd.device import resolve_device
 from avdd.report.build import build_report
 from avdd.report.projection import PROJECTIONS
@@ -32,6 +32,7 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--out", type=Path, default=None, help="report folder (default: PATH/report)")
     p.add_argument("--projection", choices=PROJECTIONS, default="pca",
                    help="2-D projection of the embeddings (default: %(default)s)")
-    p.add_argument("--max-per-class", type=int, default=8, help="samples shown per class (default: %(default)s)")
+    p.add_argument("--max-per-class", type=setting("max_per_class"), default=8,
+                   help="samples shown per class (default: %(default)s)")
     add_device_option(p)
     p.set_defaults(handler=cmd_report)

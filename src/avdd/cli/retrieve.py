@@ -7,7 +7,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from avdd.cli.common import add_device_option
+from avdd.cli.common import add_device_option, setting
 from avdd.device import resolve_device
 from avdd.distributed import joined
 from avdd.evaluate.recognition import EvalConfig
@@ -38,14 +38,16 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
     )
     p.add_argument("--train", required=True, type=Path, help="store whose train split trains the networks")
     p.add_argument("--test", required=True, type=Path, help="real store whose test split holds the pairs")
-    p.add_argument("--subset", type=int, default=150, help="pairs per retrieval pool, class-stratified "
+    p.add_argument("--subset", type=setting("subset"), default=150, help="pairs per retrieval pool, class-stratified "
                    "(default: %(default)s)")
-    p.add_argument("--subsets", type=int, default=1, help="pools drawn per network (default: %(default)s)")
+    p.add_argument("--subsets", type=setting("subsets"), default=1,
+                   help="pools drawn per network (default: %(default)s)")
     p.add_argument("--space", choices=SPACES, default="probabilities",
                    help="embedding: per-modality classifier softmax or logits (default: %(default)s)")
-    p.add_argument("--num-eval", type=int, default=d.num_eval, help="networks to train (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="default: %(default)s")
-    p.add_argument("--seed", type=int, default=d.seed, help="default: %(default)s")
+    p.add_argument("--num-eval", type=setting("num_eval"), default=d.num_eval,
+                   help="networks to train (default: %(default)s)")
+    p.add_argument("--epochs", type=setting("epochs"), default=d.epochs, help="default: %(default)s")
+    p.add_argument("--seed", type=setting("seed"), default=d.seed, help="default: %(default)s")
     add_device_option(p)
     p.add_argument("--json", type=Path, default=None, help="write {a2v, v2a: {r1, r5, medr}} here")
     p.set_defaults(handler=cmd_retrieve, distributed=True)

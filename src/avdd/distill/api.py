@@ -24,6 +24,7 @@ from avdd.distill.base import MethodEntry, SyntheticSet, get_method, merge_shard
 from avdd.distributed import Job
 from avdd.errors import AvddError
 from avdd.evaluate.recognition import EvalConfig, evaluate_recognition, factor_of
+from avdd.ranges import check_settings
 
 # Test hook for rank failures: "RANK:ITERATION" makes that process SIGKILL itself (no clean-up at
 # all, like a lost machine) right after that iteration, before its checkpoint of that iteration.
@@ -90,8 +91,7 @@ def distill(
     if unknown:
         flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
         raise AvddError(f"method {method!r} does not take {flags}")
-    if ipc < 1:
-        raise AvddError(f"--ipc must be at least 1, got {ipc}")
+    check_settings("distillation", {"ipc": ipc, "seed": seed, "eval_every": eval_every, **given})
     out = Path(out)
     if out.exists() and not overwrite:
         raise AvddError(f"{out}: already exists; choose another --out or pass --overwrite")

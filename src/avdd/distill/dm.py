@@ -30,6 +30,7 @@ from avdd.distributed import balanced_shards, current, main_first
 from avdd.errors import AvddError
 from avdd.models.convnet import ENCODERS, reference_config
 from avdd.models.init import init_parameters
+from avdd.ranges import check_fields
 from avdd.seeding import generator
 
 AUTOCAST_MODES = ("auto", "off", "bf16", "fp16")
@@ -59,6 +60,13 @@ class MatchingConfig:
     channels_last: bool = True  # real side: measured faster for its no-grad forward on CPU (benchmarks/RESULTS.md)
     synthetic_group: int = 0  # classes per synthetic forward + backward; 0 = auto (SYNTHETIC_GROUP_BYTES)
     checkpoint_every: int = 100
+
+    def __post_init__(self) -> None:
+        check_fields("DM/AVDD", self, ("iterations", "lr", "momentum", "batch_real", "factor", "init", "dsa_strategy",
+                                       "autocast", "real_chunk", "channels_last", "synthetic_group",
+                                       "checkpoint_every"),
+                     lambda_base=self.weights.base, lambda_jm=self.weights.joint, lambda_mgm=self.weights.gap,
+                     width=self.encoder.get("width"))
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

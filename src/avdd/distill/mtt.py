@@ -37,6 +37,7 @@ from avdd.errors import AvddError
 from avdd.evaluate.recognition import protocol_network
 from avdd.models.flat import Layout, parameter_layout, unflatten
 from avdd.models.fusion import AVClassifier, fusion_loss
+from avdd.ranges import check_fields
 from avdd.seeding import generator
 
 
@@ -63,13 +64,9 @@ class MTTConfig:
     checkpoint_every: int = 100
 
     def __post_init__(self) -> None:
-        positive = ("iterations", "syn_steps", "expert_epochs", "checkpoint_every")
-        bad = [f"{n}={getattr(self, n)}" for n in positive if getattr(self, n) < 1]
-        bad += [f"{n}={getattr(self, n)}" for n in ("max_start_epoch", "batch_syn") if getattr(self, n) < 0]
-        if self.step_size is not None and not self.step_size > 0:
-            bad.append(f"step_size={self.step_size}")
-        if bad:
-            raise AvddError(f"invalid MTT settings: {', '.join(bad)}")
+        check_fields("MTT", self, ("iterations", "lr", "momentum", "syn_steps", "expert_epochs",
+                                   "max_start_epoch", "batch_syn", "step_size", "lr_step_size", "factor", "init",
+                                   "dsa_strategy", "checkpoint_every"))
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -28,6 +28,7 @@ from avdd.distill.factor import FACTOR, expand_factor
 from avdd.distributed import current, spread
 from avdd.errors import AvddError
 from avdd.models.fusion import FUSION_HEADS, AVClassifier, build_classifier, fusion_loss
+from avdd.ranges import check_fields
 
 
 @dataclass(frozen=True)
@@ -59,12 +60,10 @@ class EvalConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        positive = ("num_eval", "epochs", "batch_size", "lr_step", "test_batch_size")
-        bad = [f"{name}={getattr(self, name)}" for name in positive if getattr(self, name) < 1]
-        if bad:
-            raise AvddError(f"evaluation settings must be positive: {', '.join(bad)}")
-        if not self.modalities or len(set(self.modalities)) != len(self.modalities):
-            raise AvddError(f"modalities must be distinct and not empty, got {list(self.modalities)}")
+        check_fields("evaluation", self, [f.name for f in fields(self) if f.name != "modalities"])
+        if (not isinstance(self.modalities, tuple) or not all(isinstance(m, str) for m in self.modalities)
+                or not self.modalities or len(set(self.modalities)) != len(self.modalities)):
+            raise AvddError(f"modalities must be distinct names, not empty, got {self.modalities!r}")
 
     @property
     def memory_format(self) -> torch.memory_format:
@@ -83,7 +82,7 @@ class EvalConfig:
             raise AvddError(f"unknown evaluation settings: {', '.join(unknown)}")
         values = dict(data)
         for name in ("modalities", "betas"):
-            if name in values:
+            if isinstance(values.get(name), list):
                 values[name] = tuple(values[name])
         return cls(**values)
 

@@ -33,6 +33,7 @@ from avdd.evaluate.recognition import (
 )
 from avdd.evaluate.retrieval_metrics import partner_ranks, retrieval_scores
 from avdd.models.fusion import AVClassifier
+from avdd.ranges import check_settings
 from avdd.seeding import generator
 
 MODALITIES = ("audio", "frame")
@@ -103,6 +104,7 @@ def evaluate_retrieval(
     """
     if space not in SPACES:
         raise AvddError(f"unknown embedding space {space!r}; known: {', '.join(SPACES)}")
+    check_settings("retrieval", {"subset": subset, "subsets": subsets})  # 0 subsets would average nothing: NaN
     config = replace(config or EvalConfig(), modalities=MODALITIES, fusion="ensemble")
     device = resolve_device(device)
     train_store = train if isinstance(train, Store) else open_store(train)

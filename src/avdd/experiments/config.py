@@ -11,7 +11,7 @@ The README documents the format.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -22,16 +22,27 @@ from avdd.distill.base import METHODS, get_method
 from avdd.errors import AvddError
 from avdd.evaluate.recognition import EvalConfig
 from avdd.evaluate.retrieval import SPACES
+from avdd.ranges import RANGES, PerModality, problem, unknown_modalities
 
 EVALUATIONS = ("recognition", "retrieval")
 CELL_AXES = ("method", "ipc", "modalities", "fusion")  # grid axes that are not method settings
 FILE_KEYS = ("experiment", "description", "evaluation", "dataset", "datasets", "schedules", "retrieval", "grid",
              "exclude", "whole_data", "table")
 SCHEDULE_KEYS = ("seeds", "distill", "methods", "intermediate", "evaluate")
-INTERMEDIATE_KEYS = ("every", "num_eval", "epochs")
 RETRIEVAL_KEYS = ("subset", "subsets", "space")
 TABLE_KEYS = ("rows", "columns")
 OPEN = None  # a section whose keys are checked later (per method) or not at all
+SECTION_DEFAULTS = {  # what a section of the view holds where neither the file nor --set says
+    "intermediate": {"every": 0, "num_eval": 1, "epochs": 30},
+    "retrieval": {"subset": 150, "subsets": 1, "space": "probabilities"},
+    "table": {"rows": ["method"], "columns": ["ipc", "modalities"]},
+}
+VIEW_TYPES = {  # the type of each key of the resolved view (--set can give any YAML value)
+    **dict.fromkeys(("experiment", "description", "evaluation", "dataset", "data", "schedule"), str),
+    **dict.fromkeys(("seeds", "exclude", "whole_data"), list),
+    **dict.fromkeys(("distill", "methods", "intermediate", "evaluate", "retrieval", "grid", "table"), dict),
+}
+INTERMEDIATE_SETTINGS = {"every": "eval_every", "num_eval": "num_eval", "epochs": "epochs"}  # key -> ranges.py name
 
 
 def method_setting_names() -> set[str]:
@@ -50,7 +61,7 @@ def view_schema() -> dict[str, Any]:
         **{k: () for k in leaf},
         "distill": method_setting_names(),
         "methods": OPEN,
-        "intermediate": INTERMEDIATE_KEYS,
+        "intermediate": tuple(INTERMEDIATE_SETTINGS),
         "evaluate": eval_setting_names(),
         "retrieval": RETRIEVAL_KEYS,
         "grid": OPEN,  # named-variant axes take any name; validate() checks the settings
@@ -156,6 +167,16 @@ def check_path(path: Sequence[str], where: str) -> None:
         raise AvddError(f"{where}: unknown key {path[1]!r} in {head}; known: {', '.join(sorted(known))}")
 
 
+def _given(doc: Mapping[str, Any], key: str, kind: type[dict] | type[list], where: str) -> Any:
+    """A copy of the mapping or list ``doc[key]`` (empty when absent or null), refusing any other type."""
+    value = doc.get(key)
+    if value is None:
+        return kind()
+    if not isinstance(value, kind):
+        raise AvddError(f"{where}{key} must be a {'mapping' if kind is dict else 'list'}, got {value!r}")
+    return kind(value)
+
+
 def _section(doc: Mapping[str, Any], key: str, name: str, where: str) -> dict[str, Any]:
     table = doc.get(key) or {}
     if not isinstance(table, Mapping) or name not in table:
@@ -185,6 +206,8 @@ def resolve(doc: Mapping[str, Any], overrides: Sequence[str] = (), source: str =
     if set(schedule) - set(SCHEDULE_KEYS):
         bad = ", ".join(sorted(set(schedule) - set(SCHEDULE_KEYS)))
         raise AvddError(f"{source}: schedules.{schedule_name}: unknown key(s) {bad}; known: {', '.join(SCHEDULE_KEYS)}")
+    in_schedule = f"{source}: schedules.{schedule_name}."
+    methods = _given(schedule, "methods", dict, in_schedule)
     view: dict[str, Any] = {
         "experiment": doc.get("experiment", Path(source).stem),
         "description": doc.get("description", ""),
@@ -193,15 +216,15 @@ def resolve(doc: Mapping[str, Any], overrides: Sequence[str] = (), source: str =
         "data": dataset.get("data", f"data/{dataset_name}"),
         "schedule": schedule_name,
         "seeds": schedule.get("seeds", [0]),
-        "distill": dict(schedule.get("distill") or {}),
-        "methods": {m: dict(s or {}) for m, s in (schedule.get("methods") or {}).items()},
-        "intermediate": {"every": 0, "num_eval": 1, "epochs": 30, **(schedule.get("intermediate") or {})},
-        "evaluate": dict(schedule.get("evaluate") or {}),
-        "retrieval": {"subset": 150, "subsets": 1, "space": "probabilities", **(doc.get("retrieval") or {})},
-        "grid": dict(doc.get("grid") or {}),
-        "exclude": list(doc.get("exclude") or []),
-        "whole_data": list(doc.get("whole_data") or []),
-        "table": {"rows": ["method"], "columns": ["ipc", "modalities"], **(doc.get("table") or {})},
+        "distill": _given(schedule, "distill", dict, in_schedule),
+        "methods": {m: _given(methods, m, dict, f"{in_schedule}methods.") for m in methods},
+        "intermediate": _given(schedule, "intermediate", dict, in_schedule),
+        "evaluate": _given(schedule, "evaluate", dict, in_schedule),
+        "retrieval": _given(doc, "retrieval", dict, f"{source}: "),
+        "grid": _given(doc, "grid", dict, f"{source}: "),
+        "exclude": _given(doc, "exclude", list, f"{source}: "),
+        "whole_data": _given(doc, "whole_data", list, f"{source}: "),
+        "table": _given(doc, "table", dict, f"{source}: "),
     }
     for key, value in view.items():  # what the file gave is checked like --set keys
         if isinstance(value, Mapping) and view_schema()[key] is not OPEN:
@@ -216,6 +239,9 @@ def resolve(doc: Mapping[str, Any], overrides: Sequence[str] = (), source: str =
             if not isinstance(target, dict):
                 raise AvddError(f"--set {'.'.join(path)}: {part!r} is not a mapping")
         target[path[-1]] = value
+    check_types(view, source)
+    for key, defaults in SECTION_DEFAULTS.items():
+        view[key] = {**defaults, **view[key]}
     experiment = Experiment(view, source)
     validate(experiment)
     return experiment
@@ -235,8 +261,11 @@ def read_config(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise AvddError(f"{path}: included twice in a loop ({' -> '.join(map(str, seen))})")
     doc = read_yaml(path)
     includes = doc.pop("include", [])
+    names = [includes] if isinstance(includes, str) else includes
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise AvddError(f"{path}: include names a config file or a list of them, got {includes!r}")
     base: dict[str, Any] = {}
-    for name in [includes] if isinstance(includes, str) else includes:
+    for name in names:
         base = merge(base, read_config(path.parent / name, (*seen, path.resolve())))
     return merge(base, doc)
 
@@ -247,27 +276,64 @@ def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> Experime
 
 
 # -- validation ----------------------------------------------------------------------------------
-def _ints(value: Any, where: str, minimum: int) -> list[int]:
-    if not isinstance(value, list) or not value or not all(isinstance(v, int) and v >= minimum for v in value):
-        raise AvddError(f"{where} must be a non-empty list of integers ≥ {minimum}, got {value!r}")
-    return value
+TYPE_NAMES = {str: "a string", list: "a list", dict: "a mapping"}
+
+
+def check_types(view: Mapping[str, Any], where: str) -> None:
+    """Every key of the view has its type, before anything reads it."""
+    for key, kind in VIEW_TYPES.items():
+        if not isinstance(view[key], kind):
+            raise AvddError(f"{where}: {key} must be {TYPE_NAMES[kind]}, got {view[key]!r}")
+    for method, block in view["methods"].items():
+        if not isinstance(block, Mapping):
+            raise AvddError(f"{where}: methods.{method} must map settings to values, got {block!r}")
+
+
+def given_settings(experiment: Experiment) -> Iterator[tuple[str, str, Any]]:
+    """(where in the view, setting name in avdd/ranges.py, value) of every setting the view gives."""
+    v = experiment.view
+    blocks = [("distill.", v["distill"]), *((f"methods.{m}.", b) for m, b in v["methods"].items()),
+              ("evaluate.", v["evaluate"]), ("retrieval.", v["retrieval"])]
+    for prefix, block in blocks:
+        yield from ((prefix + name, name, value) for name, value in block.items())
+    yield from ((f"intermediate.{key}", INTERMEDIATE_SETTINGS[key], value) for key, value in v["intermediate"].items())
+    for axis in experiment.axes:
+        for index, (label, settings) in enumerate(zip(axis.values, axis.settings, strict=True)):
+            for name, value in settings.items():
+                yield (f"grid.{axis.name}.{label}.{name}" if axis.named else f"grid.{axis.name}[{index}]"), name, value
+
+
+def check_modality_keys(experiment: Experiment, given: list[tuple[str, str, Any]]) -> None:
+    """A per-modality setting (a learning rate per modality) may only name modalities some cell has."""
+    from avdd.experiments.grid import expand  # grid builds on this module
+
+    known = sorted({m for cell in expand(experiment) for m in cell.modalities})
+    for where, name, value in given:
+        unknown = unknown_modalities(value, known) if isinstance(RANGES.get(name), PerModality) else []
+        if unknown:
+            raise AvddError(f"{experiment.source}: {where} names {', '.join(unknown)}, which no cell of this grid "
+                            f"has (its modalities: {', '.join(known)})")
 
 
 def validate(experiment: Experiment) -> None:
-    """Types and names that can be checked before anything runs (methods are checked per cell, so a
-    method this avdd lacks fails its own cells only)."""
+    """Types, ranges and names that can be checked before anything runs (methods are checked per cell,
+    so a method this avdd lacks fails its own cells only)."""
     v, where = experiment.view, experiment.source
     if v["evaluation"] not in EVALUATIONS:
         raise AvddError(f"{where}: evaluation must be one of {', '.join(EVALUATIONS)}, got {v['evaluation']!r}")
-    _ints(v["seeds"], f"{where}: seeds", 0)
-    if v["retrieval"]["space"] not in SPACES:
-        raise AvddError(f"{where}: retrieval.space must be one of {', '.join(SPACES)}")
-    if not isinstance(v["intermediate"]["every"], int) or v["intermediate"]["every"] < 0:
-        raise AvddError(f"{where}: intermediate.every must be an integer ≥ 0 (0: no intermediate evaluations)")
-    experiment.eval_config(("audio",), "ensemble", 0)  # evaluate settings: types and ranges
-    allowed = set(CELL_AXES) | method_setting_names()
+    seed = RANGES["seed"]
+    if not v["seeds"] or not all(seed.accepts(s) for s in v["seeds"]):
+        raise AvddError(f"{where}: seeds must be a non-empty list, each {seed.describe()}, got {v['seeds']!r}")
     if not v["grid"]:
         raise AvddError(f"{where}: grid is empty; it needs at least a method axis")
+    given = list(given_settings(experiment))
+    found = [p for label, name, value in given if (p := problem(name, value, label))]
+    if found:
+        raise AvddError(f"{where}: {'; '.join(found)}")
+    if v["retrieval"]["space"] not in SPACES:
+        raise AvddError(f"{where}: retrieval.space must be one of {', '.join(SPACES)}")
+    experiment.eval_config(("audio",), "ensemble", 0)  # evaluate settings: what the ranges do not cover
+    allowed = set(CELL_AXES) | method_setting_names()
     for axis in experiment.axes:
         if not axis.named and axis.name not in allowed:
             raise AvddError(f"{where}: grid.{axis.name}: a list axis must be a setting ({', '.join(sorted(allowed))}); "
@@ -278,8 +344,6 @@ def validate(experiment: Experiment) -> None:
                 raise AvddError(f"{where}: grid.{axis.name}: unknown setting(s) {', '.join(bad)}")
             if "modalities" in settings:
                 parse_modalities(settings["modalities"], f"{where}: grid.{axis.name}")
-            if "ipc" in settings:
-                _ints([settings["ipc"]], f"{where}: grid.{axis.name} ipc", 1)
     for entry in v["exclude"]:
         if not isinstance(entry, Mapping) or not entry:
             raise AvddError(f"{where}: exclude entries are mappings of axis or setting values, got {entry!r}")
@@ -293,6 +357,4 @@ def validate(experiment: Experiment) -> None:
         if not isinstance(layout, list) or not all(a in names for a in layout):
             raise AvddError(f"{where}: table.{part} must list grid axes (of: {', '.join(sorted(names))}), "
                             f"got {layout!r}")
-    for method, block in v["methods"].items():
-        if not isinstance(block, Mapping):
-            raise AvddError(f"{where}: methods.{method} must map settings to values")
+    check_modality_keys(experiment, given)

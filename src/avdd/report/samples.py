@@ -14,6 +14,7 @@ from avdd.data.sampler import read_stored
 from avdd.data.store import ModalitySpec, Store
 from avdd.distill.factor import expand_factor
 from avdd.evaluate.recognition import factor_of
+from avdd.ranges import check_settings
 from avdd.seeding import generator
 
 
@@ -31,6 +32,7 @@ def training_samples(store: Store, modalities: Sequence[str] | None = None, max_
     set's tiles upsampled into samples (decoding is linear, so decoding stored units equals
     denormalising decoded inputs). Only the samples shown are read: a large real store is fine.
     ``shuffle_seed``: a seeded random subset of each class rather than the first ones."""
+    check_settings("sample", {"max_per_class": max_per_class, "seed": shuffle_seed})
     split = store.split("train")
     modalities = tuple(modalities or store.modalities)
     factor = factor_of(store)

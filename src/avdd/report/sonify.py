@@ -27,6 +27,7 @@ from avdd.data.audio import (
 )
 from avdd.data.store import Store
 from avdd.errors import AvddError
+from avdd.ranges import check_settings
 from avdd.report.samples import training_samples
 from avdd.seeding import generator
 
@@ -119,6 +120,7 @@ def write_clips(store: Store, out: Path, *, max_per_class: int | None = None, it
     """Every training spectrogram of ``store`` (a factorised set's tiles decoded into samples, as in
     the figures) as a 16-bit WAV at the front end's sample rate; per class, the files written.
     A clip louder than full scale is scaled down to fit rather than clipped."""
+    check_settings("listen", {"iterations": iterations, "seed": seed})
     check_audible(store)
     samples = training_samples(store, [AUDIO], max_per_class)
     out.mkdir(parents=True, exist_ok=True)
