@@ -90,6 +90,9 @@ def test_named_variants_set_several_settings_and_label_the_axis():
     (["evaluate.betas=5"], r"evaluate.betas=5 \(must be 2 numbers, each in \[0, 1\)\)"),
     (["distill.lr=5"], r"distill.lr=5 \(must be a mapping of modality names to numbers > 0"),
     (["distill.iterations=2", "distill.batch_real=0"], r"distill.batch_real=0"),
+    (["methods.mtt.experts={epochs: x}"], r"methods.mtt.experts.epochs='x' \(must be an integer ≥ 1\)"),
+    (["methods.mtt.experts={num_experts: 2, lr: 0}"], r"methods.mtt.experts.lr=0 \(must be a number > 0\)"),
+    (["methods.mtt.experts=runs/experts"], "methods.mtt.experts must map the experts step's settings to values"),
     # issue 18, item 12: a per-modality setting for a modality no cell has
     (["distill.lr={video: 0.1}"], r"distill.lr names video, which no cell of this grid has \(its modalities: "
                                   r"audio, frame\)"),

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from avdd.cli.common import add_device_option, number, setting
+from avdd.cli.common import add_device_option, setting
 from avdd.cli.data import parse_modalities
 from avdd.distill.experts import ExpertConfig, train_experts
-from avdd.ranges import RATE
 
 
 def cmd_experts(args: argparse.Namespace) -> int:
@@ -42,7 +41,8 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--num-experts", type=setting("num_experts"), default=d.num_experts, help="default: %(default)s")
     p.add_argument("--epochs", type=setting("epochs"), default=d.epochs,
                    help="epochs per expert (default: %(default)s)")
-    p.add_argument("--lr", type=number(RATE), default=d.lr, help="SGD learning rate, constant (default: %(default)s)")
+    p.add_argument("--lr", type=setting("expert_lr"), default=d.lr,
+                   help="SGD learning rate, constant (default: %(default)s)")
     p.add_argument("--batch-size", type=setting("batch_size"), default=d.batch_size, help="default: %(default)s")
     p.add_argument("--fusion", default=d.fusion, help="fusion head: ensemble, concat, sum, attention "
                    "(default: %(default)s)")

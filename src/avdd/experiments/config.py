@@ -22,6 +22,7 @@ from avdd.distill.base import METHODS, get_method
 from avdd.errors import AvddError
 from avdd.evaluate.recognition import EvalConfig
 from avdd.evaluate.retrieval import SPACES
+from avdd.experiments.steps import STEPS
 from avdd.ranges import RANGES, PerModality, problem, unknown_modalities
 
 EVALUATIONS = ("recognition", "retrieval")
@@ -43,6 +44,7 @@ VIEW_TYPES = {  # the type of each key of the resolved view (--set can give any 
     **dict.fromkeys(("distill", "methods", "intermediate", "evaluate", "retrieval", "grid", "table"), dict),
 }
 INTERMEDIATE_SETTINGS = {"every": "eval_every", "num_eval": "num_eval", "epochs": "epochs"}  # key -> ranges.py name
+STEP_SETTINGS = {"lr": "expert_lr"}  # a step's keys whose ranges.py name differs (experts: SGD's one rate)
 
 
 def method_setting_names() -> set[str]:
@@ -287,6 +289,10 @@ def check_types(view: Mapping[str, Any], where: str) -> None:
     for method, block in view["methods"].items():
         if not isinstance(block, Mapping):
             raise AvddError(f"{where}: methods.{method} must map settings to values, got {block!r}")
+        for step in set(block) & set(STEPS):
+            if not isinstance(block[step], Mapping):
+                raise AvddError(f"{where}: methods.{method}.{step} must map the {step} step's settings to values, "
+                                f"got {block[step]!r}")
 
 
 def given_settings(experiment: Experiment) -> Iterator[tuple[str, str, Any]]:
@@ -296,6 +302,10 @@ def given_settings(experiment: Experiment) -> Iterator[tuple[str, str, Any]]:
               ("evaluate.", v["evaluate"]), ("retrieval.", v["retrieval"])]
     for prefix, block in blocks:
         yield from ((prefix + name, name, value) for name, value in block.items())
+    for method, block in v["methods"].items():  # the steps a method needs (MTT's experts)
+        for step in set(block) & set(STEPS):
+            yield from ((f"methods.{method}.{step}.{key}", STEP_SETTINGS.get(key, key), value)
+                        for key, value in block[step].items())
     yield from ((f"intermediate.{key}", INTERMEDIATE_SETTINGS[key], value) for key, value in v["intermediate"].items())
     for axis in experiment.axes:
         for index, (label, settings) in enumerate(zip(axis.values, axis.settings, strict=True)):
