@@ -1,19 +1,79 @@
-"""Writing files so that a reader never sees half of one."""
+"""Writing files so that a reader never sees half of one, and renaming folders into place without
+ever deleting what someone else put there."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
+
+from avdd.errors import AvddError
+
+
+def write_error(path: Path, err: OSError) -> AvddError:
+    """One line naming ``path`` and why it could not be written (a full disk, a read-only folder…)."""
+    return AvddError(f"{path}: cannot write ({err.strerror or err})")
 
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as err:
+        raise write_error(path, err) from None
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(tmp, path)
+    except OSError as err:
+        raise write_error(path, err) from None
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def rename_new(src: Path, dst: Path) -> None:
+    """Rename the folder ``src`` to ``dst``, which must not exist; FileExistsError if it does.
+
+    A plain rename would silently replace an empty folder that appeared at ``dst``, so ``dst`` is
+    first created empty by us (failing if anything is there) and the rename replaces only that.
+    Anything put into it meanwhile makes the rename fail instead (the folder is not empty)."""
+    os.mkdir(dst)
+    try:
+        os.rename(src, dst)
+    except OSError:
+        appeared = FileExistsError(f"{dst} appeared while it was being written")
+        try:
+            os.rmdir(dst)  # only our own empty folder: rmdir refuses anything else
+        except OSError:
+            raise appeared from None
+        raise
+
+
+def swap_in(src: Path, dst: Path, aside_prefix: str | None = None) -> None:
+    """Replace ``dst`` by the folder ``src``: move the old one aside (to a fresh hidden name beside it
+    starting with ``aside_prefix``), rename the new one in, then delete the old one. If the new one
+    cannot go in, the old one is put back."""
+    old = Path(tempfile.mkdtemp(prefix=aside_prefix or f".{dst.name}.old-", dir=dst.parent))
+    os.rename(dst, old)  # onto our own empty folder, which a rename replaces
+    try:
+        rename_new(src, dst)
+    except BaseException:
+        os.rename(old, dst)
+        raise
+    remove(old)
+
+
+def remove(path: Path) -> None:
+    """Delete a folder, file or link (a link, not what it points to)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def write_json(path: Path, data: object, indent: int = 2) -> None:
+    """``data`` as indented JSON at ``path``, atomically (see :func:`write_text_atomic`)."""
+    write_text_atomic(path, json.dumps(data, indent=indent) + "\n")

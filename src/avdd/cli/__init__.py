@@ -14,9 +14,11 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from avdd.allocator import retain_freed_memory
 from avdd.cli import data, demo, distill, evaluate, experts, listen, prepare, report, retrieve, run
+from avdd.distill.checkpoint import sigterm_interrupts
 from avdd.distributed import launched
 from avdd.errors import AvddError
 
@@ -37,6 +39,39 @@ def build_parser() -> argparse.ArgumentParser:
     for module in VERB_MODULES:
         module.add_parser(verbs, common)
     return parser
+
+
+# how to continue after an interruption, per verb (distill: only once a checkpoint was kept)
+CONTINUE = {
+    "distill": "rerun the same command with --resume to continue from it",
+    "run": "rerun the same command to continue (finished sets and cells are kept)",
+    "demo": "rerun the same command to continue (finished sets and cells are kept)",
+    "experts": "rerun the same command to continue (finished experts are kept)",
+    "prepare": "rerun the same command to continue (decoded clips are kept)",
+}
+
+
+def interrupted_message(verb: str, kept: Path | None) -> str:
+    """What an interruption (Ctrl-C, SIGTERM) left, and how to go on from it."""
+    parts = ["interrupted"]
+    if kept is not None:
+        parts.append(f"the checkpoint {kept} was kept")
+    if verb in CONTINUE and (kept is not None or verb != "distill"):
+        parts.append(CONTINUE[verb])
+    return "; ".join(parts)
+
+
+def run_handler(args: argparse.Namespace) -> int:
+    """The verb's handler, with SIGTERM stopping it as Ctrl-C does (a checkpoint is saved) and a file
+    system error it did not foresee (a full disk, a read-only folder) as one line naming the path."""
+    try:
+        with sigterm_interrupts():
+            return args.handler(args)
+    except BrokenPipeError:
+        raise  # stdout closed by a reader (`| head`): the entry point's own business
+    except OSError as err:
+        where = f"{err.filename}: " if err.filename else ""
+        raise AvddError(f"{where}{err.strerror or err}") from None
 
 
 DEBUG_ENV = "AVDD_DEBUG"  # set to 1: an unexpected error shows its traceback
@@ -64,14 +99,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if launched() and not getattr(args, "distributed", False):
             raise AvddError(f"avdd {args.verb} runs as one process; under torchrun run distill, evaluate or retrieve")
-        status = args.handler(args)
+        status = run_handler(args)
         sys.stdout.flush()  # a reader that left (`| head`) shows here, not in Python's exit
         return status
     except AvddError as err:
         print(f"avdd: error: {where}{err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("avdd: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        print(f"avdd: {where}{interrupted_message(args.verb, getattr(err, 'kept', None))}", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return reader_gone()

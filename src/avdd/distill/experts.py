@@ -30,7 +30,7 @@ from tqdm import tqdm
 from avdd.data.store import Split, Store, open_store
 from avdd.device import resolve_device
 from avdd.distill.base import code_version
-from avdd.distill.checkpoint import config_differences, save_checkpoint
+from avdd.distill.checkpoint import config_differences, load_checkpoint, save_checkpoint
 from avdd.errors import AvddError
 from avdd.evaluate.recognition import (
     EvalConfig,
@@ -240,11 +240,10 @@ class ExpertSet:
     def _load(self, index: int) -> dict[str, Any]:
         if index not in self._cache:
             path = self.files[index]
-            try:
-                saved = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-                trajectory = saved["trajectory"]
-            except (OSError, RuntimeError, KeyError, EOFError) as err:
-                raise AvddError(f"{path}: unreadable expert ({err}); delete it and rerun `avdd experts`") from None
+            saved = load_checkpoint(path, mmap=True, remedy="delete it and rerun `avdd experts`")
+            trajectory = saved.get("trajectory")
+            if not isinstance(trajectory, torch.Tensor):
+                raise AvddError(f"{path}: not an expert (no trajectory); delete it and rerun `avdd experts`")
             expected = (self.config.epochs + 1, self.num_parameters)
             if tuple(trajectory.shape) != expected:
                 raise AvddError(f"{path}: holds a {list(trajectory.shape)} trajectory, the manifest says "

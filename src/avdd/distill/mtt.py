@@ -168,11 +168,10 @@ class TrajectoryRun(SyntheticRun):
     def state(self) -> dict[str, Any]:
         return {**super().state(), "log_step_size": self.log_step.detach().cpu()}
 
-    def load_state(self, path: Path) -> dict[str, Any]:
-        state = super().load_state(path)
+    def restore(self, state: dict[str, Any]) -> None:
+        super().restore(state)
         with torch.no_grad():
             self.log_step.copy_(state["log_step_size"])
-        return state
 
 
 SETTINGS = ("experts", "iterations", "lr", "momentum", "syn_steps", "expert_epochs", "max_start_epoch", "batch_syn",

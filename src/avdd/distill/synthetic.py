@@ -6,6 +6,7 @@ with its ``objective`` (and its own settings)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -18,7 +19,14 @@ from avdd.data.augment import DSA
 from avdd.data.sampler import load_batch
 from avdd.data.store import Split, Store
 from avdd.distill.base import SyntheticSet
-from avdd.distill.checkpoint import check_resumable, interrupts_deferred, load_checkpoint, save_checkpoint
+from avdd.distill.checkpoint import (
+    Interrupted,
+    check_resumable,
+    interrupts_deferred,
+    load_checkpoint,
+    save_checkpoint,
+    store_fingerprint,
+)
 from avdd.distill.coreset import selection_orders
 from avdd.distill.embedding import EmbeddingConfig
 from avdd.distill.factor import FACTOR, expand_tiles
@@ -26,6 +34,10 @@ from avdd.errors import AvddError
 from avdd.seeding import generator
 
 INITS = ("random", "herding")
+# settings a resume may change: more iterations continue the run (fewer are refused), and how
+# often it checkpoints does not change what it computes
+MAY_CHANGE_ON_RESUME = ("iterations", "checkpoint_every")
+STATE_KEYS = ("iteration", "synthetic", "optimizer", "history", "settings", "data")
 
 
 class DivergedError(AvddError):
@@ -195,8 +207,14 @@ class SyntheticRun:
 
     # -- checkpoints ----------------------------------------------------------------------------
     def run_settings(self) -> dict[str, Any]:
-        return {"modalities": list(self.modalities), "ipc": self.ipc, "seed": self.seed,
-                "classes": self.classes, **self.config.to_json(), "iterations": None}
+        """What a checkpoint must have been made with to be resumed by this run."""
+        settings = {"modalities": list(self.modalities), "ipc": self.ipc, "seed": self.seed,
+                    "classes": self.classes, **self.config.to_json()}
+        return {k: v for k, v in settings.items() if k not in MAY_CHANGE_ON_RESUME}
+
+    @cached_property
+    def data_fingerprint(self) -> str:
+        return store_fingerprint(self.train.store)
 
     def state(self) -> dict[str, Any]:
         return {
@@ -205,18 +223,47 @@ class SyntheticRun:
             "optimizer": self.optimizer.state_dict(),
             "history": self.history,
             "settings": self.run_settings(),
+            "data": self.data_fingerprint,
         }
 
     def load_state(self, path: Path) -> dict[str, Any]:
-        """Continue from the checkpoint at ``path`` (refused if its settings differ); returns its state."""
+        """Continue from the checkpoint at ``path``, refused if it was made with other settings, from
+        other data or has run more iterations than this run is to; returns its state."""
         state = load_checkpoint(path)
-        check_resumable(path, state["settings"], self.run_settings())
+        self.check_state(path, state)
+        try:
+            self.restore(state)
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:  # shapes or layout from elsewhere
+            raise AvddError(f"{path}: does not fit this run ({str(err).splitlines()[0]}); delete it to start "
+                            "over") from None
+        self.iteration, self.history = state["iteration"], state["history"]
+        return state
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Put the learned values and the optimizer back as ``state`` has them."""
         with torch.no_grad():
             for m, x in state["synthetic"].items():
                 self.synthetic[m].copy_(x)
         self.optimizer.load_state_dict(state["optimizer"])
-        self.iteration, self.history = state["iteration"], state["history"]
-        return state
+
+    def check_state(self, path: Path, state: dict[str, Any]) -> None:
+        """Refuse a checkpoint this run cannot continue honestly."""
+        missing = [k for k in STATE_KEYS if k not in state]
+        if missing:
+            raise AvddError(f"{path}: not a checkpoint of this avdd (no {missing[0]!r}; an earlier version made "
+                            "it?); delete it to start over")
+        if state["data"] != self.data_fingerprint:
+            raise AvddError(f"{path}: was made from other data than {self.train.store.path} (its meta.json, "
+                            "labels or array sizes differ); resume with the data it was made from, or delete it "
+                            "to start over")
+        check_resumable(path, state["settings"], self.run_settings())
+        done = state["iteration"]
+        if not isinstance(done, int) or done < 0 or not isinstance(state["history"], list):
+            raise AvddError(f"{path}: damaged checkpoint (iteration {done!r}); delete it to start over")
+        if done > self.config.iterations:
+            raise AvddError(f"{path}: has run {done} iterations, more than --iterations {self.config.iterations}; "
+                            f"resume with --iterations {done} or more (the set would be trained longer than "
+                            "recorded), or delete it to start over")
 
     def run(
         self,
@@ -241,10 +288,11 @@ class SyntheticRun:
                 if checkpoint is not None and (self.iteration % self.config.checkpoint_every == 0
                                                or self.iteration == total):
                     save_checkpoint(checkpoint, self.state())
-        except KeyboardInterrupt:
-            if checkpoint is not None:
-                save_checkpoint(checkpoint, self.state())
-            raise
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: keep the work done so far
+            if checkpoint is None:
+                raise
+            save_checkpoint(checkpoint, self.state())
+            raise Interrupted(checkpoint) from None
         finally:
             bar.close()
 
