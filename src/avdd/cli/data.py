@@ -10,6 +10,7 @@ from avdd.cli.common import setting
 from avdd.data.sources import DATASETS, DatasetSource, Option
 from avdd.data.store import array_file, open_store
 from avdd.errors import AvddError
+from avdd.outputs import STORE, claim_output
 from avdd.ranges import RANGES, Number
 from avdd.registry import Registry
 
@@ -73,11 +74,17 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def source_paths(options: dict[str, object]) -> list[Path]:
+    """The files and folders a build reads (its --root, --csv, …): the options naming existing paths."""
+    return [Path(v) for v in options.values() if isinstance(v, str | Path) and v and Path(v).exists()]
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     """Build the source chosen on the command line (``avdd data build`` and ``avdd prepare``)."""
     source = args.registry.get(args.source_name)
     options = {opt.name: getattr(args, opt.name) for opt in source.options}
-    source.build(args.out, overwrite=args.overwrite, progress=not args.quiet, **options)
+    with claim_output(args.out, kind=STORE, inputs=source_paths(options), overwrite=args.overwrite):
+        source.build(args.out, overwrite=args.overwrite, progress=not args.quiet, **options)
     print(describe_store(args.out))
     return 0
 

@@ -8,13 +8,15 @@ from pathlib import Path
 from avdd.cli.common import add_device_option, setting
 from avdd.device import resolve_device
 from avdd.experiments.runner import TABLES
+from avdd.outputs import claim_output
 from avdd.quickstart import DemoSettings, run_demo
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     settings = DemoSettings(ipc=args.ipc, iterations=args.iterations, num_eval=args.num_eval, seed=args.seed)
-    outcomes = run_demo(args.workdir, settings, progress=not args.quiet, device=resolve_device(args.device),
-                        log=(lambda line: None) if args.quiet else print)
+    with claim_output(args.workdir, kind="run", flag="--workdir"):
+        outcomes = run_demo(args.workdir, settings, progress=not args.quiet, device=resolve_device(args.device),
+                            log=(lambda line: None) if args.quiet else print)
     print(f"avdigits, audio+frame, ensemble head; DM/AVDD {settings.iterations} iterations "
           f"(real batch {settings.batch_real})\n")
     print((args.workdir / TABLES).read_text().rstrip())

@@ -13,6 +13,7 @@ from avdd.distill.api import distill
 from avdd.distill.base import get_method, method_names
 from avdd.distributed import joined
 from avdd.evaluate.recognition import EvalConfig
+from avdd.outputs import STORE, claim_if
 from avdd.ranges import RANGES, Number
 
 SETTING_FLAGS = (  # (name, help): numbers take their type and range from avdd/ranges.py, the rest are strings
@@ -47,7 +48,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
     settings["factor"] = args.factor
     eval_config = replace(EvalConfig(), modalities=modalities, num_eval=args.eval_num, epochs=args.eval_epochs)
     device = resolve_device(args.device)
-    with joined(device) as job:
+    with joined(device) as job, claim_if(job.is_main, args.out, kind=STORE, inputs=[args.data, args.experts],
+                                         overwrite=args.overwrite):
         distill(args.data, args.out, args.method, modalities=modalities, ipc=args.ipc, seed=args.seed,
                 device=device, progress=not args.quiet and job.is_main, resume=args.resume,
                 overwrite=args.overwrite, eval_every=args.eval_every, eval_config=eval_config, **settings)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from avdd.cli.common import add_device_option, setting
@@ -11,6 +10,8 @@ from avdd.cli.data import parse_modalities
 from avdd.device import resolve_device
 from avdd.distributed import joined
 from avdd.evaluate.recognition import EvalConfig, evaluate_recognition
+from avdd.files import write_json
+from avdd.outputs import JSON_FILE, claim_if
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -25,17 +26,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     device = resolve_device(args.device)
-    with joined(device) as job:
+    with joined(device) as job, claim_if(job.is_main, args.json, kind=JSON_FILE, inputs=[args.train, args.test],
+                                         flag="--json"):
         result = evaluate_recognition(args.train, args.test, config, device=device,
                                       progress=not args.quiet and job.is_main)
-    if not job.is_main:
-        return 0
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result.to_json(), indent=2) + "\n")
-    runs = ", ".join(f"{100 * r:.1f}" for r in result.runs)
-    print(f"{'+'.join(config.modalities)} {config.fusion}: {100 * result.mean:.2f} ± {100 * result.std:.2f} % "
-          f"over {config.num_eval} network(s) (population std; runs {runs})")
+        if not job.is_main:
+            return 0
+        runs = ", ".join(f"{100 * r:.1f}" for r in result.runs)
+        print(f"{'+'.join(config.modalities)} {config.fusion}: {100 * result.mean:.2f} ± {100 * result.std:.2f} % "
+              f"over {config.num_eval} network(s) (population std; runs {runs})", flush=True)
+        if args.json is not None:  # after printing: a failed write never loses the result
+            write_json(args.json, result.to_json())
     return 0
 
 

@@ -8,13 +8,15 @@ from pathlib import Path
 from avdd.cli.common import add_device_option, setting
 from avdd.cli.data import parse_modalities
 from avdd.distill.experts import ExpertConfig, train_experts
+from avdd.outputs import claim_output
 
 
 def cmd_experts(args: argparse.Namespace) -> int:
     config = ExpertConfig(modalities=parse_modalities(args.modalities), num_experts=args.num_experts,
                           epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, fusion=args.fusion,
                           width=args.width, float16=args.float16, seed=args.seed)
-    experts = train_experts(args.data, args.out, config, device=args.device, progress=not args.quiet)
+    with claim_output(args.out, kind="experts", inputs=[args.data]):
+        experts = train_experts(args.data, args.out, config, device=args.device, progress=not args.quiet)
     dtype = "float16" if config.float16 else "float32"
     print(f"{len(experts.files)} expert(s) in {experts.path}: {'+'.join(config.modalities)}, {config.epochs} epochs "
           f"each, {experts.num_parameters:,} parameters saved per epoch as {dtype}")

@@ -8,13 +8,15 @@ from pathlib import Path
 from avdd.cli.common import setting
 from avdd.data.audio import SAMPLE_RATE
 from avdd.data.store import open_store
+from avdd.outputs import claim_output
 from avdd.report.sonify import write_clips
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
     store = open_store(args.distilled)
-    written = write_clips(store, args.out, max_per_class=args.max_per_class, iterations=args.iterations,
-                          seed=args.seed)
+    with claim_output(args.out, kind="listen", inputs=[args.distilled]):
+        written = write_clips(store, args.out, max_per_class=args.max_per_class, iterations=args.iterations,
+                              seed=args.seed)
     count = sum(len(paths) for paths in written)
     print(f"{count} clips ({SAMPLE_RATE} Hz, 16-bit mono, 1 s) for {len(written)} classes in {args.out}")
     return 0

@@ -7,14 +7,19 @@ from pathlib import Path
 
 from avdd.cli.common import add_device_option, setting
 from avdd.device import resolve_device
+from avdd.errors import AvddError
+from avdd.outputs import claim_output
 from avdd.report.build import build_report
 from avdd.report.projection import PROJECTIONS
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    page = build_report(args.path, args.out or args.path / "report", projection=args.projection,
-                        max_per_class=args.max_per_class, device=resolve_device(args.device),
-                        log=(lambda line: None) if args.quiet else print)
+    if not args.path.is_dir():  # before a report folder is made inside it
+        raise AvddError(f"{args.path}: no such directory (expected a run directory or a distilled set)")
+    out = args.out or args.path / "report"
+    with claim_output(out, kind="report", inputs=[args.path]):
+        page = build_report(args.path, out, projection=args.projection, max_per_class=args.max_per_class,
+                            device=resolve_device(args.device), log=(lambda line: None) if args.quiet else print)
     print(f"report: {page} (open it in a browser; its images and sounds are beside it)")
     return 0
 

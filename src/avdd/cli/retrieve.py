@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,20 +11,22 @@ from avdd.device import resolve_device
 from avdd.distributed import joined
 from avdd.evaluate.recognition import EvalConfig
 from avdd.evaluate.retrieval import SPACES, evaluate_retrieval, format_summary
+from avdd.files import write_json
+from avdd.outputs import JSON_FILE, claim_if
 
 
 def cmd_retrieve(args: argparse.Namespace) -> int:
     config = replace(EvalConfig(), num_eval=args.num_eval, epochs=args.epochs, seed=args.seed)
     device = resolve_device(args.device)
-    with joined(device) as job:
+    with joined(device) as job, claim_if(job.is_main, args.json, kind=JSON_FILE, inputs=[args.train, args.test],
+                                         flag="--json"):
         result = evaluate_retrieval(args.train, args.test, config, subset=args.subset, subsets=args.subsets,
                                     space=args.space, device=device, progress=not args.quiet and job.is_main)
-    if not job.is_main:
-        return 0
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result.to_json(), indent=2) + "\n")
-    print("\n".join(format_summary(result)))
+        if not job.is_main:
+            return 0
+        print("\n".join(format_summary(result)), flush=True)
+        if args.json is not None:  # after printing: a failed write never loses the result
+            write_json(args.json, result.to_json())
     return 0
 
 

@@ -9,12 +9,14 @@ from avdd.cli.common import add_device_option
 from avdd.device import resolve_device
 from avdd.experiments.config import load_experiment
 from avdd.experiments.runner import TABLES, run_experiment
+from avdd.outputs import claim_output
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     experiment = load_experiment(args.config, args.set or ())
-    outcomes = run_experiment(experiment, args.out, device=resolve_device(args.device), progress=not args.quiet,
-                              log=(lambda line: None) if args.quiet else print)
+    with claim_output(args.out, kind="run"):
+        outcomes = run_experiment(experiment, args.out, device=resolve_device(args.device), progress=not args.quiet,
+                                  log=(lambda line: None) if args.quiet else print)
     print((args.out / TABLES).read_text().rstrip())
     print(f"\nresults: {args.out}/results.json, results.csv, tables.md; figures: avdd report {args.out}")
     return 1 if any(o.status != "done" for o in outcomes) else 0

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from avdd.errors import AvddError
+from avdd.outputs import check_store_output, commit_folder
 
 FORMAT = "avdd-store"
 FORMAT_VERSION = 1
@@ -374,8 +375,8 @@ class StoreWriter:
         if len(class_names) == 1:
             warnings.warn(f"{self.out}: the store has a single class ({class_names[0]!r}); recognition on it "
                           "is trivially 100% and distillation has no classes to tell apart", stacklevel=2)
-        if self.out.exists() and not overwrite:
-            raise AvddError(f"{self.out}: already exists; choose another --out or pass --overwrite")
+        check_store_output(self.out, overwrite)  # --overwrite replaces only what avdd made (avdd/outputs.py)
+        self.overwrite = overwrite
         self.out.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_partials(self.out)
         self.tmp = Path(tempfile.mkdtemp(prefix=_partial_prefix(self.out), dir=self.out.parent))
@@ -422,9 +423,8 @@ class StoreWriter:
             arr.flush()
         self._arrays.clear()
         self._write(META_FILE, json.dumps(self.meta, indent=2) + "\n")
-        if self.out.exists():
-            shutil.rmtree(self.out)
-        os.replace(self.tmp, self.out)
+        # never deletes what appeared at out meanwhile; the replaced store waits as a partial until then
+        commit_folder(self.tmp, self.out, self.overwrite, aside_prefix=_partial_prefix(self.out))
         return open_store(self.out)
 
     def abort(self) -> None:

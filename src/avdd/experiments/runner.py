@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -42,10 +41,34 @@ from avdd.experiments.config import Experiment
 from avdd.experiments.grid import Cell, expand
 from avdd.experiments.steps import STEPS
 from avdd.experiments.tables import METRICS, build_table, format_value, to_csv, to_markdown
-from avdd.files import write_text_atomic
+from avdd.files import rename_new, write_text_atomic
 
 Log = Callable[[str], None]
 RESULTS, TABLES, CSV_FILE, CONFIG_FILE = "results.json", "tables.md", "results.csv", "config.yaml"
+
+
+CELL_KEYS = {"metrics": dict, "set": (str, type(None))}  # what a cached cell must hold to be reused
+RESULTS_KEYS = {"title": str, "experiment": dict, "cells": list}
+
+
+def read_json(path: Path, keys: Mapping[str, type | tuple[type, ...]], remedy: str) -> dict[str, Any]:
+    """The JSON object in ``path`` holding ``keys`` of these types; one AvddError line if it is
+    unreadable, truncated or not such an object."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:  # ValueError: bad JSON, or bytes that are not UTF-8
+        raise AvddError(f"{path}: unreadable ({err}); {remedy}") from None
+    if not isinstance(data, dict):
+        raise AvddError(f"{path}: not a JSON object; {remedy}")
+    for key, kind in keys.items():
+        if not isinstance(data.get(key), kind):
+            raise AvddError(f"{path}: {key!r} is missing or of the wrong type; {remedy}")
+    return data
+
+
+def read_results(run: Path) -> dict[str, Any]:
+    """A run directory's ``results.json``, checked."""
+    return read_json(run / RESULTS, RESULTS_KEYS, "rerun `avdd run` with the same config to write it again")
 
 
 def settings_key(settings: Any) -> str:
@@ -183,7 +206,7 @@ class Runner:
         tmp.parent.mkdir(parents=True, exist_ok=True)
         STEPS[step.kind](self.store, tmp, modalities=tuple(s["modalities"]), device=self.device, progress=self.progress,
                          **settings)
-        os.replace(tmp, path)
+        rename_new(tmp, path)  # never over something that appeared there meanwhile
 
     def run_cell(self, cell: Cell) -> Outcome:
         view = self.experiment.view
@@ -192,7 +215,7 @@ class Runner:
         outcome = Outcome(cell, self.eval_key(cell, config, distilled))
         result_file = self.out / "cells" / f"{outcome.key}.json"
         if result_file.is_file():
-            saved = json.loads(result_file.read_text())
+            saved = read_json(result_file, CELL_KEYS, "delete it to evaluate the cell again")
             outcome.metrics, outcome.set, outcome.cached = saved["metrics"], saved["set"], True
             return outcome
         if distilled is None:

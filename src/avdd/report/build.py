@@ -26,7 +26,7 @@ import torch
 from avdd.data.store import Store, open_store
 from avdd.distill.base import LOG_FILE
 from avdd.errors import AvddError
-from avdd.experiments.runner import RESULTS
+from avdd.experiments.runner import RESULTS, read_results
 from avdd.experiments.tables import build_table, format_label, format_value, to_html
 from avdd.report.embed import random_encoder_features
 from avdd.report.figures import accuracy_figure, class_grid, loss_figure, projection_figure
@@ -179,7 +179,7 @@ def build_report(path: str | Path, out: str | Path, *, projection: str = "pca", 
     out.mkdir(parents=True, exist_ok=True)
     reals = RealEmbeddings(device=device)
     if (path / RESULTS).is_file():
-        results = json.loads((path / RESULTS).read_text())
+        results = read_results(path)
         experiment = results["experiment"]
         layout = experiment["table"]
         table = build_table(results["cells"], layout["rows"], layout["columns"], results["title"])
