@@ -1,11 +1,12 @@
 """Experiment configs: resolving a dataset and schedule, --set overrides, grid expansion, errors."""
 
+import contextlib
 from pathlib import Path
 
 import pytest
 
 from avdd.errors import AvddError
-from avdd.experiments.config import load_experiment, read_config, resolve
+from avdd.experiments.config import OPEN, load_experiment, read_config, resolve, view_schema
 from avdd.experiments.grid import WHOLE_DATA, expand
 
 CONFIG_DIR = Path(__file__).parent.parent / "configs"
@@ -93,6 +94,10 @@ def test_named_variants_set_several_settings_and_label_the_axis():
     (["methods.mtt.experts={epochs: x}"], r"methods.mtt.experts.epochs='x' \(must be an integer ≥ 1\)"),
     (["methods.mtt.experts={num_experts: 2, lr: 0}"], r"methods.mtt.experts.lr=0 \(must be a number > 0\)"),
     (["methods.mtt.experts=runs/experts"], "methods.mtt.experts must map the experts step's settings to values"),
+    (["intermediate={evry: 1}"], "unknown key 'evry' in intermediate"),  # a whole section: its keys checked too
+    (["distill={iteratons: 5}"], "unknown key 'iteratons' in distill"),
+    (["evaluate.protocol=[1]"], r"evaluate.protocol=\[1\] \(must be a string\)"),
+    (["evaluate.lr_encoder=null"], r"lr_encoder=None \(must be a mapping"),
     # issue 18, item 12: a per-modality setting for a modality no cell has
     (["distill.lr={video: 0.1}"], r"distill.lr names video, which no cell of this grid has \(its modalities: "
                                   r"audio, frame\)"),
@@ -102,6 +107,20 @@ def test_named_variants_set_several_settings_and_label_the_axis():
 def test_bad_settings_are_reported_clearly(overrides, message):
     with pytest.raises(AvddError, match=message):
         resolve(doc(), overrides)
+
+
+def test_any_value_of_any_key_is_a_valid_experiment_or_an_avdd_error():
+    """Every key of the resolved view (and some of the grid's and a method's), set to a value of
+    every YAML type: never another exception (a traceback)."""
+    keys = [path for head, sub in view_schema().items()
+            for path in [head, *(f"{head}.{s}" for s in (sub if sub and sub is not OPEN else ()))]]
+    keys += ["grid.method", "grid.ipc", "grid.modalities", "grid.fusion", "grid.variant", "methods.dm",
+             "methods.dm.iterations", "methods.mtt.experts", "methods.mtt.experts.epochs"]
+    values = ["5", "x", "[1]", "{a: 1}", "null", "true", "-1", "[true]", "{}", "[]", "1.5", "nan"]
+    for key in keys:
+        for value in values:
+            with contextlib.suppress(AvddError):
+                expand(resolve(doc(), [f"{key}={value}"]))
 
 
 def test_a_learning_rate_for_a_modality_some_cell_has_is_fine():

@@ -170,6 +170,8 @@ def test_a_device_avdd_cannot_use_is_one_line(name, message, store, tmp_path, ca
     (lambda: EvalConfig(num_eval="one"), r"invalid evaluation settings: num_eval='one' \(must be an integer ≥ 1\)"),
     (lambda: EvalConfig(lr_gamma=0.0), "lr_gamma=0.0"),
     (lambda: EvalConfig.from_json({"betas": 5}), "betas=5"),
+    (lambda: EvalConfig(lr_encoder=None), "lr_encoder=None"),  # None only where it is the default
+    (lambda: MatchingConfig(iterations=None), "iterations=None"),
 ])
 def test_settings_dataclasses_refuse_bad_numbers(make, message):
     with pytest.raises(AvddError, match=message):
@@ -179,7 +181,7 @@ def test_settings_dataclasses_refuse_bad_numbers(make, message):
 def test_the_defaults_are_within_their_ranges():
     for method in ("dm", "avdd"):
         matching_config(method, {})
-    MTTConfig()
+    MTTConfig(step_size=None)
     EvalConfig()
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Container, Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 
 from avdd.errors import AvddError
@@ -116,35 +116,39 @@ RANGES: dict[str, Spec] = {
     "betas": Several(FRACTION, 2),
     **dict.fromkeys(("lr", "lr_encoder"), PerModality(RATE)),
     **dict.fromkeys(("method", "fusion", "init", "dsa_strategy", "autocast", "embed_source", "space",
-                     "encoder", "norm", "activation", "pooling"), TEXT),
+                     "protocol", "encoder", "norm", "activation", "pooling"), TEXT),
     **dict.fromkeys(("factor", "dsa", "channels_last", "float16"), FLAG),
 }
 
 
-def problem(name: str, value: Any, label: str | None = None) -> str | None:
+def problem(name: str, value: Any, label: str | None = None, none_ok: bool = True) -> str | None:
     """``label=value (must be …)`` where ``value`` is outside the range of setting ``name``, else None.
-    Names without a range are not checked here; None is a setting's default and always valid."""
+    Names without a range are not checked here; None (``none_ok``) is a setting's default."""
     spec = RANGES.get(name)
-    if spec is None or value is None or spec.accepts(value):
+    if spec is None or (value is None and none_ok) or spec.accepts(value):
         return None
     return f"{label or name}={value!r} (must be {spec.describe()})"
 
 
-def problems(values: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """``problem`` of every item of ``values``, each labelled ``prefix + name``."""
-    return [p for name, value in values.items() if (p := problem(name, value, prefix + name))]
+def problems(values: Mapping[str, Any], prefix: str = "", nullable: Container[str] | None = None) -> list[str]:
+    """``problem`` of every item of ``values``, each labelled ``prefix + name``; None is accepted for
+    the names in ``nullable`` (None: for all of them)."""
+    return [p for name, value in values.items()
+            if (p := problem(name, value, prefix + name, nullable is None or name in nullable))]
 
 
-def check_settings(what: str, values: Mapping[str, Any]) -> None:
+def check_settings(what: str, values: Mapping[str, Any], nullable: Container[str] | None = None) -> None:
     """Raise one AvddError listing every value of ``values`` outside its range."""
-    found = problems(values)
+    found = problems(values, nullable=nullable)
     if found:
         raise AvddError(f"invalid {what} settings: {'; '.join(found)}")
 
 
 def check_fields(what: str, obj: Any, names: Iterable[str], **extra: Any) -> None:
-    """``check_settings`` on the attributes ``names`` of ``obj`` (a settings dataclass) and ``extra``."""
-    check_settings(what, {**{name: getattr(obj, name) for name in names}, **extra})
+    """``check_settings`` on the fields ``names`` of the settings dataclass ``obj`` (None only where
+    that is the field's default) and on ``extra`` (None: not given)."""
+    nullable = {f.name for f in fields(obj) if f.default is None} | set(extra)
+    check_settings(what, {**{name: getattr(obj, name) for name in names}, **extra}, nullable)
 
 
 def unknown_modalities(values: Mapping[str, Any], modalities: Sequence[str]) -> list[str]:

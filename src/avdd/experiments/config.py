@@ -228,10 +228,6 @@ def resolve(doc: Mapping[str, Any], overrides: Sequence[str] = (), source: str =
         "whole_data": _given(doc, "whole_data", list, f"{source}: "),
         "table": _given(doc, "table", dict, f"{source}: "),
     }
-    for key, value in view.items():  # what the file gave is checked like --set keys
-        if isinstance(value, Mapping) and view_schema()[key] is not OPEN:
-            for sub in value:
-                check_path([key, sub], source)
     for path, value in sets:
         if len(path) == 1 and path[0] in ("dataset", "schedule"):
             continue
@@ -242,6 +238,10 @@ def resolve(doc: Mapping[str, Any], overrides: Sequence[str] = (), source: str =
                 raise AvddError(f"--set {'.'.join(path)}: {part!r} is not a mapping")
         target[path[-1]] = value
     check_types(view, source)
+    for key, value in view.items():  # what the file gave, or --set gave as a whole section, like --set keys
+        if isinstance(value, Mapping) and view_schema()[key] is not OPEN:
+            for sub in value:
+                check_path([key, sub], source)
     for key, defaults in SECTION_DEFAULTS.items():
         view[key] = {**defaults, **view[key]}
     experiment = Experiment(view, source)
@@ -319,7 +319,8 @@ def check_modality_keys(experiment: Experiment, given: list[tuple[str, str, Any]
 
     known = sorted({m for cell in expand(experiment) for m in cell.modalities})
     for where, name, value in given:
-        unknown = unknown_modalities(value, known) if isinstance(RANGES.get(name), PerModality) else []
+        per_modality = isinstance(RANGES.get(name), PerModality) and isinstance(value, Mapping)
+        unknown = unknown_modalities(value, known) if per_modality else []
         if unknown:
             raise AvddError(f"{experiment.source}: {where} names {', '.join(unknown)}, which no cell of this grid "
                             f"has (its modalities: {', '.join(known)})")
