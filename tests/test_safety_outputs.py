@@ -94,6 +94,16 @@ def test_overwrite_replaces_a_store_avdd_made_and_leaves_nothing_beside_it(store
     assert sorted(p.name for p in out.parent.iterdir()) == ["set"]  # no partial, old copy or lock left
 
 
+def test_the_library_refuses_before_the_work_too(store, user_folder, tmp_path):
+    from avdd.distill.api import distill
+
+    before = snapshot(user_folder)
+    with pytest.raises(AvddError, match="--overwrite replaces only an avdd store"):
+        distill(store, user_folder, "dm", modalities=("audio",), ipc=1, progress=False, overwrite=True,
+                iterations=10_000)  # refused at once, not after 10 000 iterations
+    assert snapshot(user_folder) == before
+
+
 def test_out_naming_an_existing_file_is_one_line(store, tmp_path, capsys):
     file = tmp_path / "results.txt"
     file.write_text("keep me\n")
@@ -111,12 +121,17 @@ def test_folder_outputs_refuse_a_folder_they_did_not_make(store, user_folder, ve
     assert snapshot(user_folder) == before
 
 
-def test_run_refuses_a_folder_it_did_not_make_and_marks_its_own(store, user_folder, tmp_path, capsys):
-    config = tmp_path / "exp.yaml"
-    config.write_text(yaml.safe_dump({
+def write_config(path: Path, store: Path) -> Path:
+    """A one-cell experiment config: random IPC 1 on ``store``, one tiny evaluation."""
+    path.write_text(yaml.safe_dump({
         "experiment": "t", "dataset": "tiny", "datasets": {"tiny": {"data": str(store), "schedule": "s"}},
         "schedules": {"s": {"seeds": [0], "evaluate": {"num_eval": 1, "epochs": 1, "width": 8}}},
         "grid": {"method": ["random"], "ipc": [1]}, "table": {"rows": ["method"], "columns": ["ipc"]}}))
+    return path
+
+
+def test_run_refuses_a_folder_it_did_not_make_and_marks_its_own(store, user_folder, tmp_path, capsys):
+    config = write_config(tmp_path / "exp.yaml", store)
     before = snapshot(user_folder)
     fails(["run", str(config), "--out", str(user_folder), "-q"], capsys, "holds files `avdd run` did not write")
     assert snapshot(user_folder) == before
@@ -177,11 +192,12 @@ def _hold_lock(out: Path) -> subprocess.Popen[str]:
     return holder
 
 
-@pytest.mark.parametrize("verb", ["distill", "data build", "listen"])
+@pytest.mark.parametrize("verb", ["distill", "data build", "run", "listen"])
 def test_a_second_process_on_one_output_fails_at_once_naming_the_holder(store, tmp_path, verb, capsys):
     out = tmp_path / "out"
     argv = {"distill": ["distill", "--data", str(store), *RANDOM, "--out", str(out)],
             "data build": ["data", "build", "avdigits", "--out", str(out), "-q"],
+            "run": ["run", str(write_config(tmp_path / "exp.yaml", store)), "--out", str(out), "-q"],
             "listen": ["listen", str(store), "--out", str(out)]}[verb]
     holder = _hold_lock(out)
     try:

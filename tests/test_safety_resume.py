@@ -4,6 +4,7 @@ saves a checkpoint as Ctrl-C does."""
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -88,6 +89,21 @@ def test_checkpoints_hold_only_plain_values(tiny_store, tmp_path):
     save_checkpoint(ck, {"n": np.int64(3), "x": np.zeros(2, np.float32), "p": Path("a")})
     plain = load_checkpoint(ck)
     assert type(plain["n"]) is int and plain["p"] == "a" and torch.equal(plain["x"], torch.zeros(2))
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint_and_names_the_file(tiny_store, tmp_path, monkeypatch):
+    ck = tmp_path / "ck.pt"
+    dm_run(tiny_store, 1).run(checkpoint=ck, progress=False)
+    before = ck.read_bytes()
+
+    def full(obj, f):
+        f.write(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(AvddError, match=f"^{re.escape(str(ck))}: cannot write \\(No space left on device\\)$"):
+        dm_run(tiny_store, 2).run(checkpoint=ck, progress=False)
+    assert ck.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["ck.pt"]
 
 
 # -- item 9: damaged checkpoints --------------------------------------------------------------------

@@ -7,7 +7,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from avdd.errors import AvddError
 
@@ -17,21 +19,28 @@ def write_error(path: Path, err: OSError) -> AvddError:
     return AvddError(f"{path}: cannot write ({err.strerror or err})")
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
+def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write ``path`` by ``write(file)`` into a temporary file in the same folder, then a rename: a
+    reader never sees half of it, and if writing fails (a full disk: one AvddError naming ``path``)
+    the previous file stays as it was."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     except OSError as err:
         raise write_error(path, err) from None
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
         os.replace(tmp, path)
     except OSError as err:
         raise write_error(path, err) from None
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`write_atomic`)."""
+    write_atomic(path, lambda f: f.write(text.encode()))
 
 
 def rename_new(src: Path, dst: Path) -> None:

@@ -35,6 +35,7 @@ from avdd.data.audio import SPECTROGRAM_SHAPE
 from avdd.data.store import ModalitySpec, Store, StoreWriter, check_name
 from avdd.data.video import DECODE_ERROR, Seconds, Skipped, decode_clip
 from avdd.errors import AvddError
+from avdd.outputs import check_store_output
 
 FRAME_MEAN = (0.425, 0.396, 0.370)
 FRAME_STD = (0.229, 0.224, 0.221)
@@ -208,8 +209,7 @@ def prepare_clips(
     ``silent.csv`` (samples kept with silence) into the store.
     """
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise AvddError(f"{out}: already exists; choose another --out or pass --overwrite")
+    check_store_output(out, overwrite)  # before the work, not only at the final rename
     if image_size < 8:
         raise AvddError(f"--image-size must be at least 8, got {image_size}")
     if not clips.clips:

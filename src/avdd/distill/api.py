@@ -24,6 +24,7 @@ from avdd.distill.base import MethodEntry, SyntheticSet, get_method, merge_shard
 from avdd.distributed import Job
 from avdd.errors import AvddError
 from avdd.evaluate.recognition import EvalConfig, evaluate_recognition, factor_of
+from avdd.outputs import check_store_output
 from avdd.ranges import check_settings
 
 # Test hook for rank failures: "RANK:ITERATION" makes that process SIGKILL itself (no clean-up at
@@ -93,8 +94,7 @@ def distill(
         raise AvddError(f"method {method!r} does not take {flags}")
     check_settings("distillation", {"ipc": ipc, "seed": seed, "eval_every": eval_every, **given})
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise AvddError(f"{out}: already exists; choose another --out or pass --overwrite")
+    check_store_output(out, overwrite)  # before the work, not only at the final rename
     job = distributed.current()
     _check_checkpoints(out, job, resume)
     distributed.barrier()  # no process writes a checkpoint before every process has looked for leftovers

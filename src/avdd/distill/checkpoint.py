@@ -13,7 +13,6 @@ import hashlib
 import os
 import pickle
 import signal
-import tempfile
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -24,7 +23,7 @@ import torch
 
 from avdd.data.store import META_FILE, Store, array_file, labels_file
 from avdd.errors import AvddError
-from avdd.files import write_error
+from avdd.files import write_atomic
 
 PLAIN = (str, int, float, bool, type(None), torch.Tensor)
 
@@ -54,19 +53,7 @@ def plain(value: Any) -> Any:
 def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
     """Write ``state`` to ``path`` via a temporary file and a rename: never a half-written checkpoint."""
     state = plain(dict(state))
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    except OSError as err:
-        raise write_error(path, err) from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-        os.replace(tmp, path)
-    except OSError as err:  # a full disk: the previous checkpoint stays
-        raise write_error(path, err) from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    write_atomic(path, lambda f: torch.save(state, f))  # a full disk: the previous checkpoint stays
 
 
 def _first_line(err: BaseException) -> str:
