@@ -89,7 +89,7 @@ def test_opening_and_checking_experts_gives_clear_errors(tiny_store, tiny_expert
     other = make_tiny_store(tmp_path / "other", num_classes=4)
     with pytest.raises(AvddError, match="other classes"):
         tiny_experts.check_data(other, ("audio", "frame"))
-    with pytest.raises(AvddError, match="settings must be positive: epochs=0"):
+    with pytest.raises(AvddError, match=r"invalid expert settings: epochs=0 \(must be an integer ≥ 1\)"):
         ExpertConfig(epochs=0)
 
 

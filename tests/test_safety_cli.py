@@ -18,6 +18,7 @@ from avdd.cli import build_parser, main
 from avdd.device import resolve_device
 from avdd.distill.api import distill
 from avdd.distill.dm import MatchingConfig, matching_config
+from avdd.distill.experts import ExpertConfig
 from avdd.distill.matching import MatchingWeights
 from avdd.distill.mtt import MTTConfig
 from avdd.errors import AvddError
@@ -171,6 +172,9 @@ def test_a_device_avdd_cannot_use_is_one_line(name, message, store, tmp_path, ca
     (lambda: EvalConfig(lr_gamma=0.0), "lr_gamma=0.0"),
     (lambda: EvalConfig.from_json({"betas": 5}), "betas=5"),
     (lambda: EvalConfig(lr_encoder=None), "lr_encoder=None"),  # None only where it is the default
+    (lambda: ExpertConfig(lr=0.0), r"invalid expert settings: expert_lr=0.0 \(must be a number > 0\)"),
+    (lambda: ExpertConfig(seed=-1, width="8"), r"width='8' \(must be an integer ≥ 1\); seed=-1"),
+    (lambda: MatchingConfig(encoder={"width": 8, "grid": 0}), "grid=0"),
     (lambda: MatchingConfig(iterations=None), "iterations=None"),
 ])
 def test_settings_dataclasses_refuse_bad_numbers(make, message):
@@ -182,6 +186,8 @@ def test_the_defaults_are_within_their_ranges():
     for method in ("dm", "avdd"):
         matching_config(method, {})
     MTTConfig(step_size=None)
+    ExpertConfig()
+    MatchingConfig(encoder={"width": 8})
     EvalConfig()
 
 

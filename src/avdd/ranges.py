@@ -146,8 +146,8 @@ def check_settings(what: str, values: Mapping[str, Any], nullable: Container[str
 
 def check_fields(what: str, obj: Any, names: Iterable[str], **extra: Any) -> None:
     """``check_settings`` on the fields ``names`` of the settings dataclass ``obj`` (None only where
-    that is the field's default) and on ``extra`` (None: not given)."""
-    nullable = {f.name for f in fields(obj) if f.default is None} | set(extra)
+    that is the field's default) and on ``extra`` (settings it holds otherwise: nested, renamed)."""
+    nullable = {f.name for f in fields(obj) if f.default is None}
     check_settings(what, {**{name: getattr(obj, name) for name in names}, **extra}, nullable)
 
 

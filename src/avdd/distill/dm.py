@@ -66,7 +66,7 @@ class MatchingConfig:
                                        "autocast", "real_chunk", "channels_last", "synthetic_group",
                                        "checkpoint_every"),
                      lambda_base=self.weights.base, lambda_jm=self.weights.joint, lambda_mgm=self.weights.gap,
-                     width=self.encoder.get("width"))
+                     **self.encoder)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

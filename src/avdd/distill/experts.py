@@ -42,6 +42,7 @@ from avdd.evaluate.recognition import (
 )
 from avdd.files import write_text_atomic
 from avdd.models.flat import Layout, flatten_parameters, parameter_layout
+from avdd.ranges import check_fields
 
 FORMAT = "avdd-experts"
 FORMAT_VERSION = 1
@@ -67,11 +68,8 @@ class ExpertConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        bad = [f"{n}={getattr(self, n)}" for n in ("num_experts", "epochs", "batch_size", "width")
-               if getattr(self, n) < 1]
-        bad += [] if self.lr > 0 else [f"lr={self.lr}"]
-        if bad:
-            raise AvddError(f"expert settings must be positive: {', '.join(bad)}")
+        check_fields("expert", self, ("num_experts", "epochs", "batch_size", "fusion", "width", "float16", "seed"),
+                     expert_lr=self.lr)  # one SGD rate, where a distillation's lr is one per modality
 
     def protocol(self) -> EvalConfig:
         """The evaluation protocol with these batches and epochs; its step decay never fires
