@@ -19,7 +19,7 @@ import yaml
 from avdd.cli import main
 from avdd.data.store import StoreWriter, open_store
 from avdd.errors import AvddError
-from avdd.outputs import MARKER, lock_path
+from avdd.outputs import MARKER, lock_path, made_by
 from conftest import TINY_SPECS, make_tiny_store
 
 RANDOM = ["--method", "random", "--ipc", "1", "-q"]
@@ -65,6 +65,39 @@ def test_overwrite_refuses_a_folder_of_user_files(store, user_folder, capsys):
     fails(["data", "build", "avdigits", "--out", str(user_folder), "--overwrite", "-q"], capsys,
           "--overwrite replaces only an avdd store")
     assert snapshot(user_folder) == before
+
+
+LOOKALIKES = {  # a user's folder that holds a file or two with the names avdd uses
+    "a page": {"report.html": "<html><title>my page</title></html>"},
+    "songs": {"song.wav": "RIFF", "other.wav": "RIFF"},
+    "a config": {"config.yaml": "a: 1\n", "results.json": "{}"},
+}
+
+
+@pytest.mark.parametrize("files", LOOKALIKES.values(), ids=LOOKALIKES.keys())
+def test_overwrite_refuses_a_user_folder_that_merely_looks_like_an_avdd_output(store, tmp_path, files, capsys):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    before = snapshot(folder)
+    fails(["distill", "--data", str(store), *RANDOM, "--out", str(folder), "--overwrite"], capsys,
+          "a folder avdd did not make")
+    assert snapshot(folder) == before and made_by(folder) is None
+
+
+def test_folders_avdd_made_before_it_marked_them_are_still_recognised(tmp_path):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    (clips / "000-zero-0.wav").write_bytes(b"RIFF")
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "report.html").write_text("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+                                        "<title>avdd report: t</title></head></html>")
+    run = tmp_path / "run"
+    (run / "sets").mkdir(parents=True)
+    (run / "config.yaml").write_text("experiment: t\n")
+    assert [made_by(p) for p in (clips, report, run)] == ["listen", "report", "run"]
 
 
 @pytest.mark.parametrize("target", ["store", "parent", "grandparent"])

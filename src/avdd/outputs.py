@@ -18,6 +18,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -67,14 +68,21 @@ def made_by(path: Path) -> str | None:
     return _made_before_markers(path)
 
 
+OLD_CLIP = re.compile(r"[0-9]{3,}-[A-Za-z0-9_]+-[0-9]+\.wav")  # avdd listen's names (report/sonify.py)
+
+
 def _made_before_markers(path: Path) -> str | None:
-    """Folders avdd made before it marked them, recognised by what they hold."""
-    if (path / "config.yaml").is_file() and any((path / n).exists() for n in ("results.json", "cells", "sets")):
+    """Folders avdd made before it marked them, recognised by what only avdd puts there (a user's
+    folder that merely holds a report.html or some WAV files is not taken for one)."""
+    results = _json_object(path / "results.json") or {}
+    if (path / "config.yaml").is_file() and ({"title", "experiment", "cells"} <= set(results)
+                                             or (path / "cells").is_dir() or (path / "sets").is_dir()):
         return "run"
-    if (path / "report.html").is_file():
-        return "report"
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        if "<title>avdd report: " in (path / "report.html").read_text()[:2000]:
+            return "report"
     entries = list(path.iterdir())
-    if entries and all(p.is_file() and p.suffix == ".wav" for p in entries):
+    if entries and all(p.is_file() and OLD_CLIP.fullmatch(p.name) for p in entries):
         return "listen"
     return None
 
