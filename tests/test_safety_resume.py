@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from avdd.cli import interrupted_message, main
 from avdd.data.store import open_store
@@ -241,6 +242,31 @@ def test_sigterm_to_a_real_process_keeps_its_checkpoint(tiny_store, tmp_path):
     assert last == f"avdd: interrupted; the checkpoint {ck} was kept; rerun the same command with --resume to " \
                    "continue from it"
     assert load_checkpoint(ck)["iteration"] >= 1 and not out.exists()
+
+
+def test_sigterm_stops_avdd_run_with_its_checkpoint_and_rerunning_continues(tiny_store, tmp_path, monkeypatch,
+                                                                            capsys):
+    config = tmp_path / "exp.yaml"
+    config.write_text(yaml.safe_dump({
+        "experiment": "t", "dataset": "tiny", "datasets": {"tiny": {"data": str(tiny_store.path), "schedule": "s"}},
+        "schedules": {"s": {"seeds": [0], "distill": {"iterations": 3, "batch_real": 4, "width": 8},
+                            "evaluate": {"num_eval": 1, "epochs": 1, "width": 8}}},
+        "grid": {"method": ["dm"], "ipc": [1]}, "table": {"rows": ["method"], "columns": ["ipc"]}}))
+    original_step = MatchingRun.step
+
+    def terminated_step(self):
+        if self.iteration == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original_step(self)
+
+    monkeypatch.setattr(MatchingRun, "step", terminated_step)
+    argv = ["run", str(config), "--out", str(tmp_path / "run"), "-q"]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert re.fullmatch(r"avdd: interrupted; the checkpoint \S+/sets/\.dm-\S+\.checkpoint\.pt was kept; rerun the "
+                        r"same command to continue \(finished sets and cells are kept\)\n", err), err
+    monkeypatch.setattr(MatchingRun, "step", original_step)
+    assert main(argv) == 0
 
 
 def test_the_interruption_message_says_how_each_verb_continues(tmp_path):
