@@ -15,6 +15,7 @@ import torch
 
 import avdd.cli.data
 from avdd.cli import build_parser, main
+from avdd.data.prepare import Clip, ClipList, prepare_clips
 from avdd.device import resolve_device
 from avdd.distill.api import distill
 from avdd.distill.dm import MatchingConfig, matching_config
@@ -201,6 +202,18 @@ def test_the_distill_api_refuses_bad_numbers_before_writing(options, message, st
     out = tmp_path / "out"
     with pytest.raises(AvddError, match=message):
         distill(store, out, "herding", **{"modalities": ["audio"], "ipc": 1, **options})
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"image_size": 4}, r"invalid prepare settings: image_size=4 \(must be an integer ≥ 8\)"),
+    ({"workers": 0}, r"workers=0 \(must be an integer ≥ 1\)"),
+])
+def test_prepare_refuses_bad_numbers_before_writing(options, message, tmp_path, unchanged):
+    clips = ClipList([Clip(Path("a.mp4"), "x", "train")], ["x"])
+    out = tmp_path / "out"
+    with pytest.raises(AvddError, match=message):
+        prepare_clips(clips, out, name="t", progress=False, **options)
     assert not out.exists()
 
 

@@ -105,7 +105,7 @@ FLAG = Kind(bool, "true or false")
 RANGES: dict[str, Spec] = {
     **dict.fromkeys(("ipc", "iterations", "num_eval", "epochs", "batch_size", "test_batch_size", "batch_real", "width",
                      "grid", "checkpoint_every", "embed_epochs", "syn_steps", "expert_epochs", "num_experts",
-                     "lr_step", "subset", "subsets", "max_per_class", "image_size", "workers"), COUNT),
+                     "lr_step", "subset", "subsets", "max_per_class", "workers"), COUNT),
     **dict.fromkeys(("seed", "eval_every", "batch_syn", "max_start_epoch", "real_chunk", "synthetic_group",
                      "pairing_seed", "split_seed"), INDEX),
     **dict.fromkeys(("step_size", "lr_step_size", "lr_head", "lr_encoder_default", "expert_lr"), RATE),
@@ -113,6 +113,7 @@ RANGES: dict[str, Spec] = {
     "momentum": FRACTION,
     "lr_gamma": Number(float, 0, 1, low_open=True),  # a decay: the rate shrinks (1: stays)
     "test_fraction": SHARE,
+    "image_size": Number(int, 8),  # frames smaller than the encoders' three 2x poolings are refused
     "betas": Several(FRACTION, 2),
     **dict.fromkeys(("lr", "lr_encoder"), PerModality(RATE)),
     **dict.fromkeys(("method", "fusion", "init", "dsa_strategy", "autocast", "embed_source", "space",

@@ -36,6 +36,7 @@ from avdd.data.store import ModalitySpec, Store, StoreWriter, check_name
 from avdd.data.video import DECODE_ERROR, Seconds, Skipped, decode_clip
 from avdd.errors import AvddError
 from avdd.outputs import check_store_output
+from avdd.ranges import check_settings
 
 FRAME_MEAN = (0.425, 0.396, 0.370)
 FRAME_STD = (0.229, 0.224, 0.221)
@@ -210,8 +211,7 @@ def prepare_clips(
     """
     out = Path(out)
     check_store_output(out, overwrite)  # before the work, not only at the final rename
-    if image_size < 8:
-        raise AvddError(f"--image-size must be at least 8, got {image_size}")
+    check_settings("prepare", {"image_size": image_size, "workers": workers})
     if not clips.clips:
         raise AvddError(f"{name}: the source lists no clips; check --root and the metadata files")
     for clip in clips.clips:  # sources name the row; this catches any that did not, before any work
