@@ -16,6 +16,7 @@ import torch
 import avdd.cli.data
 from avdd.cli import build_parser, main
 from avdd.data.prepare import Clip, ClipList, prepare_clips
+from avdd.data.sources.common import stratified_split
 from avdd.device import resolve_device
 from avdd.distill.api import distill
 from avdd.distill.dm import MatchingConfig, matching_config
@@ -215,6 +216,15 @@ def test_prepare_refuses_bad_numbers_before_writing(options, message, tmp_path, 
     with pytest.raises(AvddError, match=message):
         prepare_clips(clips, out, name="t", progress=False, **options)
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("fraction", "seed", "message"), [
+    (1.0, 0, r"invalid split settings: test_fraction=1.0 \(must be a number in \(0, 1\)\)"),
+    (0.2, -1, r"split_seed=-1 \(must be an integer ≥ 0\)"),  # numpy's own error was a traceback
+])
+def test_a_split_refuses_bad_numbers(fraction, seed, message):
+    with pytest.raises(AvddError, match=message):
+        stratified_split(["a", "a", "b", "b"], fraction, seed)
 
 
 @pytest.mark.parametrize("options", [{"subsets": 0}, {"subset": 0}])

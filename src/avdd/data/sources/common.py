@@ -15,6 +15,7 @@ from avdd.data.prepare import ClipList, prepare_clips
 from avdd.data.sources import PREPARE_SOURCES, DatasetSource, Option
 from avdd.data.store import Store
 from avdd.errors import AvddError
+from avdd.ranges import check_settings
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".mov", ".avi", ".m4v")
 
@@ -97,8 +98,7 @@ class VideoIndex:
 def stratified_split(labels: Sequence[str], test_fraction: float, seed: int) -> list[str]:
     """A seeded train/test split with each label's share of test as close to ``test_fraction`` as
     possible (at least one train and, with two or more items, one test item per label)."""
-    if not 0 < test_fraction < 1:
-        raise AvddError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
+    check_settings("split", {"test_fraction": test_fraction, "split_seed": seed})
     rng = np.random.default_rng(seed)
     splits = ["train"] * len(labels)
     for label in sorted(set(labels)):
