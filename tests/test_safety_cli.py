@@ -16,6 +16,7 @@ import torch
 import avdd.cli.data
 from avdd.cli import build_parser, main
 from avdd.data.prepare import Clip, ClipList, prepare_clips
+from avdd.data.sources.avdigits import build_avdigits
 from avdd.data.sources.common import stratified_split
 from avdd.device import resolve_device
 from avdd.distill.api import distill
@@ -225,6 +226,13 @@ def test_prepare_refuses_bad_numbers_before_writing(options, message, tmp_path, 
 def test_a_split_refuses_bad_numbers(fraction, seed, message):
     with pytest.raises(AvddError, match=message):
         stratified_split(["a", "a", "b", "b"], fraction, seed)
+
+
+def test_avdigits_refuses_a_negative_pairing_seed_before_writing(data_root, tmp_path, unchanged):
+    out = tmp_path / "out"
+    with pytest.raises(AvddError, match=r"invalid avdigits settings: pairing_seed=-1 \(must be an integer ≥ 0\)"):
+        build_avdigits(out, pairing_seed=-1, data_root=str(data_root), progress=False)
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("options", [{"subsets": 0}, {"subset": 0}])

@@ -30,6 +30,7 @@ from avdd.data.sources import DATASETS, DatasetSource, Option
 from avdd.data.store import ModalitySpec, Store, write_store
 from avdd.errors import AvddError
 from avdd.outputs import check_store_output
+from avdd.ranges import check_settings
 
 FSDD_COMMIT = "26eb9aaf76e81b692f806f9140c2d2777410d7a1"
 FSDD_URL = f"https://github.com/Jakobovski/free-spoken-digit-dataset/archive/{FSDD_COMMIT}.tar.gz"
@@ -181,6 +182,7 @@ def build_avdigits(
     """Build the avdigits store at ``out`` (about 35 MB)."""
     if channels not in (1, 3):
         raise AvddError(f"--channels must be 1 or 3, got {channels}")
+    check_settings("avdigits", {"pairing_seed": pairing_seed})
     check_store_output(Path(out), overwrite)  # before the work, not only at the final rename
     recordings_dir = find_fsdd(data_root)
     recordings = list_recordings(recordings_dir)
