@@ -98,6 +98,7 @@ def test_named_variants_set_several_settings_and_label_the_axis():
     (["distill={iteratons: 5}"], "unknown key 'iteratons' in distill"),
     (["evaluate.protocol=[1]"], r"evaluate.protocol=\[1\] \(must be a string\)"),
     (["evaluate.lr_encoder=null"], r"lr_encoder=None \(must be a mapping"),
+    (["distill.lr={frame: 0.1, frame: 0.2}"], r"not valid YAML \(the key 'frame' is given twice\)"),
     # issue 18, item 12: a per-modality setting for a modality no cell has
     (["distill.lr={video: 0.1}"], r"distill.lr names video, which no cell of this grid has \(its modalities: "
                                   r"audio, frame\)"),
@@ -139,6 +140,32 @@ def test_a_learning_rate_for_a_modality_some_cell_has_is_fine():
 def test_wrong_types_in_the_file_are_reported_clearly(changes, message):
     with pytest.raises(AvddError, match=message):
         resolve(doc(**changes))
+
+
+@pytest.mark.parametrize(("text", "where"), [
+    ("experiment: x\nexperiment: y\n", "line 2, column 1: the key 'experiment' is given twice"),
+    ("schedules: {s: {distill: {lr: {frame: 0.1, frame: 0.2}}}}\n", "the key 'frame' is given twice"),
+])
+def test_a_key_given_twice_in_a_file_is_an_error_not_the_last_one_winning(text, where, tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(AvddError, match=f"c.yaml: malformed YAML at {where}" if "line" in where else where):
+        load_experiment(path)
+
+
+def test_a_binary_file_as_config_is_one_error(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"\xff\xfe\x00grid")
+    with pytest.raises(AvddError, match="c.yaml: not a text file"):
+        load_experiment(path)
+
+
+def test_a_merge_key_may_still_be_overridden(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("dataset: d\ndatasets: {d: {data: x, schedule: s}}\n"
+                    "schedules: {base: &base {seeds: [0, 1]}, s: {<<: *base, seeds: [2]}}\n"
+                    "grid: {method: [random], ipc: [1]}\n")
+    assert load_experiment(path).view["seeds"] == [2]
 
 
 @pytest.mark.parametrize("include", ["[1, 2]", "5", "{a: b}"])

@@ -127,11 +127,34 @@ def parse_axis(name: str, values: Any) -> Axis:
 
 
 # -- loading -------------------------------------------------------------------------------------
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a mapping giving a key twice is an error (YAML keeps the last
+    one silently: `lr: {frame: 0.1, frame: 0.2}` would run with 0.2)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        keys = []
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base`: the keys it brings may be overridden
+            key = self.construct_object(key_node, deep=deep)
+            if key in keys:
+                raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice",
+                                                        key_node.start_mark)
+            keys.append(key)
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=UniqueKeyLoader)
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = load_yaml(path.read_text())
     except OSError as err:
         raise AvddError(f"{path}: cannot read the config ({err.strerror})") from None
+    except UnicodeDecodeError:
+        raise AvddError(f"{path}: not a text file (a config is UTF-8 YAML)") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -148,9 +171,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key.strip():
         raise AvddError(f"--set takes KEY=VALUE, e.g. evaluate.num_eval=1; got {text!r}")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
-    except yaml.YAMLError:
-        raise AvddError(f"--set {text}: the value is not valid YAML") from None
+        parsed = load_yaml(value) if value.strip() else ""
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or "not valid YAML"
+        raise AvddError(f"--set {text}: the value is not valid YAML ({problem})") from None
     return key.strip().split("."), parsed
 
 
