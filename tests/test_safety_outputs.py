@@ -137,6 +137,17 @@ def test_the_library_refuses_before_the_work_too(store, user_folder, tmp_path):
     assert snapshot(user_folder) == before
 
 
+def test_overwriting_a_link_to_a_store_replaces_the_link_not_the_store(store, tmp_path):
+    kept = make_tiny_store(tmp_path / "kept", seed=3).path
+    before = snapshot(kept)
+    link = tmp_path / "runs" / "link"
+    link.parent.mkdir()
+    link.symlink_to(kept)
+    assert main(["distill", "--data", str(store), *RANDOM, "--out", str(link), "--overwrite"]) == 0
+    assert not link.is_symlink() and open_store(link).provenance["method"] == "random"
+    assert snapshot(kept) == before and sorted(p.name for p in link.parent.iterdir()) == ["link"]
+
+
 def test_out_naming_an_existing_file_is_one_line(store, tmp_path, capsys):
     file = tmp_path / "results.txt"
     file.write_text("keep me\n")

@@ -66,7 +66,8 @@ def swap_in(src: Path, dst: Path, aside_prefix: str | None = None) -> None:
     starting with ``aside_prefix``), rename the new one in, then delete the old one. If the new one
     cannot go in, the old one is put back."""
     old = Path(tempfile.mkdtemp(prefix=aside_prefix or f".{dst.name}.old-", dir=dst.parent))
-    os.rename(dst, old)  # onto our own empty folder, which a rename replaces
+    os.rmdir(old)  # only its fresh name is wanted: dst may be a link, which cannot replace a folder
+    os.rename(dst, old)
     try:
         rename_new(src, dst)
     except BaseException:
