@@ -124,11 +124,28 @@ def test_a_damaged_checkpoint_is_one_line(tiny_store, tmp_path, damage, capsys):
     assert ck.read_bytes() == before and not out.exists()
 
 
-def test_a_checkpoint_of_another_kind_of_run_is_one_line(tiny_store, tmp_path):
+DAMAGES = {  # a field of a real checkpoint, what it is changed to, the error that says so
+    "no data fingerprint": ("data", None, "not a checkpoint of this avdd"),
+    "settings not a mapping": ("settings", "x", "damaged checkpoint"),
+    "negative iteration": ("iteration", -1, "damaged checkpoint"),
+    "synthetic of another shape": ("synthetic", {"audio": torch.zeros(1)}, "does not fit this run"),
+    "optimizer of another layout": ("optimizer", {"state": {}, "param_groups": []}, "does not fit this run"),
+}
+
+
+@pytest.mark.parametrize("field, value, message", DAMAGES.values(), ids=DAMAGES.keys())
+def test_a_checkpoint_that_does_not_fit_is_one_line(tiny_store, tmp_path, field, value, message):
     ck = tmp_path / "ck.pt"
-    save_checkpoint(ck, {"iteration": 1})
-    with pytest.raises(AvddError, match="not a checkpoint of this avdd"):
+    dm_run(tiny_store, 1).run(checkpoint=ck, progress=False)
+    state = load_checkpoint(ck)
+    if value is None:
+        del state[field]
+    else:
+        state[field] = value
+    save_checkpoint(ck, state)
+    with pytest.raises(AvddError, match=message) as caught:
         dm_run(tiny_store, 2).load_state(ck)
+    assert "\n" not in str(caught.value)
 
 
 # -- item 6: resume only what this run can continue honestly ----------------------------------------

@@ -56,7 +56,8 @@ def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
     write_atomic(path, lambda f: torch.save(state, f))  # a full disk: the previous checkpoint stays
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
+    """An exception's message as one line (an error message must not spill over several)."""
     line = (str(err).strip().splitlines() or [type(err).__name__])[0]
     return line if len(line) <= 200 else line[:200] + "…"
 
@@ -70,7 +71,7 @@ def load_checkpoint(path: Path, *, mmap: bool = False, remedy: str = "delete it 
         raise AvddError(f"{path}: not an avdd checkpoint (it holds objects other than tensors and plain values, "
                         f"which could run code, so it was not loaded); {remedy}") from None
     except Exception as err:  # whatever a damaged file makes the unpickler raise
-        raise AvddError(f"{path}: unreadable checkpoint ({_first_line(err)}); {remedy}") from None
+        raise AvddError(f"{path}: unreadable checkpoint ({first_line(err)}); {remedy}") from None
     if not isinstance(state, dict):
         raise AvddError(f"{path}: not an avdd checkpoint (it holds a {type(state).__name__}); {remedy}")
     return state

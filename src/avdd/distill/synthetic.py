@@ -22,6 +22,7 @@ from avdd.distill.base import SyntheticSet
 from avdd.distill.checkpoint import (
     Interrupted,
     check_resumable,
+    first_line,
     interrupts_deferred,
     load_checkpoint,
     save_checkpoint,
@@ -233,16 +234,20 @@ class SyntheticRun:
         self.check_state(path, state)
         try:
             self.restore(state)
-        except (KeyError, TypeError, ValueError, RuntimeError) as err:  # shapes or layout from elsewhere
-            raise AvddError(f"{path}: does not fit this run ({str(err).splitlines()[0]}); delete it to start "
-                            "over") from None
+        except (AttributeError, KeyError, TypeError, ValueError, RuntimeError) as err:  # made by another run
+            raise AvddError(f"{path}: does not fit this run ({first_line(err)}); delete it to start over") from None
         self.iteration, self.history = state["iteration"], state["history"]
         return state
 
     def restore(self, state: dict[str, Any]) -> None:
         """Put the learned values and the optimizer back as ``state`` has them."""
+        saved = state["synthetic"]
+        have = {m: tuple(x.shape) for m, x in self.synthetic.items()}
+        got = {m: tuple(x.shape) for m, x in saved.items()}
+        if got != have:  # copy_ would broadcast a smaller tensor silently
+            raise ValueError(f"synthetic data of shapes {got}, this run has {have}")
         with torch.no_grad():
-            for m, x in state["synthetic"].items():
+            for m, x in saved.items():
                 self.synthetic[m].copy_(x)
         self.optimizer.load_state_dict(state["optimizer"])
 
@@ -256,10 +261,11 @@ class SyntheticRun:
             raise AvddError(f"{path}: was made from other data than {self.train.store.path} (its meta.json, "
                             "labels or array sizes differ); resume with the data it was made from, or delete it "
                             "to start over")
-        check_resumable(path, state["settings"], self.run_settings())
         done = state["iteration"]
-        if not isinstance(done, int) or done < 0 or not isinstance(state["history"], list):
+        if not (isinstance(done, int) and done >= 0 and isinstance(state["history"], list)
+                and isinstance(state["settings"], dict)):
             raise AvddError(f"{path}: damaged checkpoint (iteration {done!r}); delete it to start over")
+        check_resumable(path, state["settings"], self.run_settings())
         if done > self.config.iterations:
             raise AvddError(f"{path}: has run {done} iterations, more than --iterations {self.config.iterations}; "
                             f"resume with --iterations {done} or more (the set would be trained longer than "
