@@ -1,8 +1,9 @@
 """The valid values of every setting a user can give, declared once.
 
-The CLI's argparse types (avdd/cli/common.py), experiment configs (experiments/config.py) and the
-settings dataclasses (MatchingConfig, MTTConfig, EvalConfig) all check against ``RANGES``, so a
-setting has the same range, and the same message, wherever it is given.
+The CLI's argparse types (avdd/cli/common.py), experiment configs (experiments/config.py), the
+settings dataclasses (MatchingConfig, MTTConfig, EvalConfig, ExpertConfig) and the library calls
+that take numbers directly (distill, evaluate_retrieval, prepare_clips, …) all check against
+``RANGES``, so a setting has the same range, and the same message, wherever it is given.
 """
 
 from __future__ import annotations
