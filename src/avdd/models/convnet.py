@@ -53,6 +53,9 @@ class ConvNetConfig:
     activation: str = "relu"
     pooling: str = "avg"
     grid: int = 7
+    # The authors' encoders (AVDD, nets/audio_net.py) differ in two places, kept as options here:
+    stem_padding: int = 1  # their first conv pads by 3 on one-channel input (an MNIST code path)
+    pool_last: bool = True  # False: the last layer feeds the grid pool directly (their AdaptiveAvgPool2d((7, 7)))
 
     @property
     def feature_dim(self) -> int:
@@ -69,8 +72,12 @@ class ConvNet(nn.Module):
         pool = _choose(POOLINGS, "pooling", config.pooling)
         layers: list[nn.Module] = []
         channels = config.in_channels
-        for _ in range(config.depth):
-            layers += [nn.Conv2d(channels, config.width, 3, padding=1), norm(config.width), act(), pool()]
+        for d in range(config.depth):
+            padding = config.stem_padding if d == 0 else 1
+            last = d == config.depth - 1
+            # nn.Identity in place of the last pool keeps parameter names (and flat layouts) unchanged
+            layers += [nn.Conv2d(channels, config.width, 3, padding=padding), norm(config.width), act(),
+                       pool() if config.pool_last or not last else nn.Identity()]
             channels = config.width
         self.config = config
         self.features = nn.Sequential(*layers)
@@ -95,6 +102,21 @@ def depth_for(spatial: Sequence[int], grid: int = 7) -> int:
         side //= 2
         depth += 1
     return max(depth, 1)
+
+
+ENCODER_LAYOUTS = ("clean", "reference")
+
+
+def layout_overrides(shape: Sequence[int], layout: str) -> dict[str, object]:
+    """ConvNetConfig fields of ``layout`` for per-sample ``shape``: "clean" (pad 1, a 2x2 pool in
+    every layer) or "reference" (the authors' audio net: first conv padded by 3 on one-channel
+    input, the last layer's pool replaced by the grid pool; on their frame sizes, 224 and 28, this
+    is their frame net exactly, since an adaptive pool of an even-sided map is a 2x2 average pool)."""
+    if layout == "clean":
+        return {}
+    if layout == "reference":
+        return {"stem_padding": 3 if int(shape[0]) == 1 else 1, "pool_last": False}
+    raise AvddError(f"unknown encoder layout {layout!r}; known: {', '.join(ENCODER_LAYOUTS)}")
 
 
 def reference_config(shape: Sequence[int], **overrides: object) -> ConvNetConfig:

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from avdd.errors import AvddError
-from avdd.models.convnet import ENCODERS, reference_config
-from avdd.models.init import init_parameters
+from avdd.models.convnet import ENCODERS, layout_overrides, reference_config
+from avdd.models.init import init_linear_weights, init_parameters
 from avdd.registry import Registry
 
 FUSED = "fused"  # the name of the single logits set of a fusing head
@@ -150,14 +150,22 @@ def build_classifier(
     fusion: str = "ensemble",
     encoder: str = "convnet",
     generator: torch.Generator | None = None,
+    layout: str = "clean",
+    head_init_std: float | None = None,
     **encoder_overrides: object,
 ) -> AVClassifier:
     """A classifier over the modalities of ``shapes`` ({modality: (C, H, W)}), each with its
-    reference encoder; parameters drawn from ``generator`` when given."""
+    reference encoder in ``layout`` (``layout_overrides``); parameters drawn from ``generator``
+    when given; ``head_init_std``: the head's linear weights N(0, std), as the authors' code does."""
     if not shapes:
         raise AvddError("a classifier needs at least one modality")
     make_encoder = ENCODERS.get(encoder)
-    encoders = {m: make_encoder(reference_config(s, **encoder_overrides)) for m, s in shapes.items()}
+    encoders = {m: make_encoder(reference_config(s, **{**layout_overrides(s, layout), **encoder_overrides}))
+                for m, s in shapes.items()}
     dims = {m: enc.feature_dim for m, enc in encoders.items()}
     model = AVClassifier(encoders, make_head(fusion, dims, num_classes))
-    return init_parameters(model, generator) if generator is not None else model
+    if generator is not None:
+        init_parameters(model, generator)
+    if head_init_std is not None:  # after the encoders' draws, so those stay what they are without it
+        init_linear_weights(model.head, head_init_std, generator)
+    return model

@@ -51,6 +51,16 @@ INITIALISERS = {
 
 
 @torch.no_grad()
+def init_linear_weights(module: nn.Module, std: float, generator: torch.Generator | None) -> nn.Module:
+    """Weights of every nn.Linear in ``module`` from N(0, std), biases kept: the authors' classifier
+    initialisation (AVDD ``nets/__init__.py``, applied to the classifier only)."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.normal_(layer.weight, 0.0, std, generator=generator)
+    return module
+
+
+@torch.no_grad()
 def init_parameters(model: nn.Module, generator: torch.Generator) -> nn.Module:
     """Re-initialise every parameter of ``model`` from ``generator``; returns ``model``.
 
