@@ -45,6 +45,9 @@ class DSAParams:
     flip: float = 0.5  # probability of a horizontal flip
     scale: float = 1.2  # per-axis scale in [1/scale, scale]
     rotate: float = 15.0  # degrees, uniform in [-rotate, rotate]
+    # Warp convention of scale/rotate. About the centre both conventions scale alike; a rotation of a
+    # non-square input differs (normalised axes of W - 1 vs W pixels). The reference: False.
+    align_corners: bool = True
 
 
 @dataclass(frozen=True)
@@ -103,9 +106,9 @@ def _flip(x: torch.Tensor, u: torch.Tensor, p: DSAParams) -> torch.Tensor:
     return torch.where(_col(u, "flip") < p.flip, x.flip(3), x)
 
 
-def _warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=True)
-    return F.grid_sample(x, grid, align_corners=True)
+def _warp(x: torch.Tensor, theta: torch.Tensor, align_corners: bool) -> torch.Tensor:
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=align_corners)
+    return F.grid_sample(x, grid, align_corners=align_corners)
 
 
 def _scale(x: torch.Tensor, u: torch.Tensor, p: DSAParams) -> torch.Tensor:
@@ -114,14 +117,14 @@ def _scale(x: torch.Tensor, u: torch.Tensor, p: DSAParams) -> torch.Tensor:
     sy = u[:, COL["scale_y"]] * (p.scale - low) + low
     zero = torch.zeros_like(sx)
     theta = torch.stack([torch.stack([sx, zero, zero], 1), torch.stack([zero, sy, zero], 1)], 1)
-    return _warp(x, theta)
+    return _warp(x, theta, p.align_corners)
 
 
 def _rotate(x: torch.Tensor, u: torch.Tensor, p: DSAParams) -> torch.Tensor:
     angle = (u[:, COL["rotate"]] - 0.5) * 2 * p.rotate * math.pi / 180
     cos, sin, zero = angle.cos(), angle.sin(), torch.zeros_like(angle)
     theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
-    return _warp(x, theta)
+    return _warp(x, theta, p.align_corners)
 
 
 Op = Callable[[torch.Tensor, torch.Tensor, DSAParams], torch.Tensor]
