@@ -9,13 +9,14 @@ from avdd.cli.common import add_device_option, setting
 from avdd.cli.data import parse_modalities
 from avdd.device import resolve_device
 from avdd.distributed import joined
-from avdd.evaluate.recognition import EvalConfig, evaluate_recognition
+from avdd.evaluate.recognition import PROTOCOLS, EvalConfig, evaluate_recognition
 from avdd.files import write_json
 from avdd.outputs import JSON_FILE, claim_if
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     config = EvalConfig(
+        protocol=args.protocol,
         modalities=parse_modalities(args.modalities),
         fusion=args.fusion,
         num_eval=args.num_eval,
@@ -60,6 +61,9 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--lr-step", type=setting("lr_step"), default=d.lr_step,
                    help=f"epochs between ×{d.lr_gamma} learning-rate decays (default: %(default)s)")
     p.add_argument("--no-dsa", action="store_true", help="train without differentiable augmentation")
+    p.add_argument("--protocol", choices=sorted(PROTOCOLS), default=d.protocol,
+                   help="reference: the authors' evaluator's encoders, head init, schedule, raw audio and warps; "
+                        "clean: without those quirks (default: %(default)s; README, Fidelity)")
     p.add_argument("--seed", type=setting("seed"), default=d.seed, help="default: %(default)s")
     add_device_option(p)
     p.add_argument("--json", type=Path, default=None, help="write the result (accuracy, runs, config) here")

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from avdd.data.augment import DSA, REFERENCE_STRATEGY
-from avdd.data.sampler import load_batch
+from avdd.data.augment import DSA, REFERENCE_STRATEGY, DSAParams
+from avdd.data.sampler import load_batch, read_stored
 from avdd.data.store import Split, Store, open_store
 from avdd.device import resolve_device
 from avdd.distill.factor import FACTOR, expand_factor
@@ -32,9 +32,31 @@ from avdd.ranges import check_fields
 
 
 @dataclass(frozen=True)
-class EvalConfig:
-    """The protocol's settings; defaults are the reference protocol (DESIGN.md)."""
+class Protocol:
+    """Where training follows the authors' evaluator (AVDD ``utils/train_utils_DM.py``, ``nets/``)
+    beyond the settings EvalConfig names; benchmarks/RESULTS.md measures each difference."""
 
+    encoder_layout: str  # avdd.models.convnet.layout_overrides
+    head_init_std: float | None  # classifier weights N(0, std); None: PyTorch's default
+    lr_step_offset: int  # epochs by which every decay comes later (theirs: after epoch *index* 10, 20)
+    raw_modalities: tuple[str, ...]  # fed in stored units, without mean/std (their audio: raw dB)
+    align_corners: bool  # DSA's scale/rotate warps (theirs: affine_grid's default, False)
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    "clean": Protocol(encoder_layout="clean", head_init_std=None, lr_step_offset=0, raw_modalities=(),
+                      align_corners=True),
+    "reference": Protocol(encoder_layout="reference", head_init_std=1e-4, lr_step_offset=1,
+                          raw_modalities=("audio",), align_corners=False),
+}
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """The protocol's settings; defaults are the reference protocol's values (DESIGN.md), and
+    ``protocol`` says whether the authors' code's quirks (``PROTOCOLS``) come with them."""
+
+    protocol: str = "clean"
     modalities: tuple[str, ...] = ("audio", "frame")
     fusion: str = "ensemble"
     encoder: str = "convnet"
@@ -60,10 +82,16 @@ class EvalConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise AvddError(f"unknown evaluation protocol {self.protocol!r}; known: {', '.join(PROTOCOLS)}")
         check_fields("evaluation", self, [f.name for f in fields(self) if f.name != "modalities"])
         if (not isinstance(self.modalities, tuple) or not all(isinstance(m, str) for m in self.modalities)
                 or not self.modalities or len(set(self.modalities)) != len(self.modalities)):
             raise AvddError(f"modalities must be distinct names, not empty, got {self.modalities!r}")
+
+    @property
+    def quirks(self) -> Protocol:
+        return PROTOCOLS[self.protocol]
 
     @property
     def memory_format(self) -> torch.memory_format:
@@ -154,16 +182,28 @@ def factor_of(store: Store) -> int:
     raise AvddError(f"{store.path}: provenance.factor must be true, false or a positive integer, got {factor!r}")
 
 
+def network_inputs(
+    split: Split, index: np.ndarray, modalities: Sequence[str], device: torch.device, raw: Sequence[str] = (),
+) -> dict[str, torch.Tensor]:
+    """``load_batch``, except that the ``raw`` modalities keep their stored units (times the store's
+    scale) instead of being normalised by the store's mean and std."""
+    inputs = load_batch(split, index, [m for m in modalities if m not in raw], device)
+    for m in modalities:
+        if m in raw:
+            inputs[m] = read_stored(split, index, m).to(device).float() * split.store.modalities[m].scale
+    return {m: inputs[m] for m in modalities}
+
+
 def load_training_set(
     store: Store, modalities: Sequence[str], device: torch.device,
-    memory_format: torch.memory_format = torch.contiguous_format,
+    memory_format: torch.memory_format = torch.contiguous_format, raw: Sequence[str] = (),
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """The whole train split on ``device`` as normalised float, factor-decoded, checked finite."""
+    """The whole train split on ``device`` as float (normalised unless ``raw``), factor-decoded, checked finite."""
     split = store.split("train")
     if len(split) == 0:
         raise AvddError(f"{store.path}: the train split is empty")
     index = np.arange(len(split))
-    inputs = load_batch(split, index, modalities, device)
+    inputs = network_inputs(split, index, modalities, device, raw)
     for m, x in inputs.items():
         if not torch.isfinite(x).all():
             bad = int((~torch.isfinite(x)).flatten(1).any(1).sum())
@@ -194,6 +234,13 @@ def make_optimizer(model: AVClassifier, config: EvalConfig) -> torch.optim.Adam:
     return torch.optim.Adam(groups, betas=config.betas, weight_decay=config.weight_decay)
 
 
+def decays_after(epoch: int, config: EvalConfig) -> bool:
+    """Whether the learning rate decays after (0-based) ``epoch``: every ``lr_step`` epochs, each
+    decay ``lr_step_offset`` epochs later (the authors' 30 epochs: rates 11, 10 and 9 epochs long)."""
+    done = epoch + 1 - config.quirks.lr_step_offset
+    return done > 0 and done % config.lr_step == 0
+
+
 def train_network(
     model: AVClassifier,
     inputs: Mapping[str, torch.Tensor],
@@ -208,11 +255,10 @@ def train_network(
     ``optimizer`` replaces the protocol's Adam (expert trajectories train with plain SGD).
     """
     optimizer = optimizer or make_optimizer(model, config)
-    schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step, gamma=config.lr_gamma)
-    dsa = DSA(config.dsa_strategy) if config.dsa else None
+    dsa = DSA(config.dsa_strategy, DSAParams(align_corners=config.quirks.align_corners)) if config.dsa else None
     n = len(labels)
     model.train()
-    for _ in range(config.epochs):
+    for epoch in range(config.epochs):
         order = torch.randperm(n, generator=generators["batches"]).to(labels.device)
         total = 0.0
         for start in range(0, n, config.batch_size):
@@ -225,7 +271,9 @@ def train_network(
             loss.backward()
             optimizer.step()
             total += loss.item() * len(index)
-        schedule.step()
+        if decays_after(epoch, config):
+            for group in optimizer.param_groups:
+                group["lr"] *= config.lr_gamma  # as StepLR does it, so the clean protocol's rates are unchanged
         on_epoch(total / n)
     return model
 
@@ -233,7 +281,7 @@ def train_network(
 @torch.no_grad()
 def accuracy_on(
     model: AVClassifier, split: Split, modalities: Sequence[str], device: torch.device,
-    batch_size: int, memory_format: torch.memory_format = torch.contiguous_format,
+    batch_size: int, memory_format: torch.memory_format = torch.contiguous_format, raw: Sequence[str] = (),
 ) -> float:
     """Fraction of ``split`` classified correctly, read in memory-mapped chunks."""
     model.eval()
@@ -241,7 +289,7 @@ def accuracy_on(
     for start in range(0, len(split), batch_size):
         index = np.arange(start, min(start + batch_size, len(split)))
         batch = {m: x.contiguous(memory_format=memory_format)
-                 for m, x in load_batch(split, index, modalities, device).items()}
+                 for m, x in network_inputs(split, index, modalities, device, raw).items()}
         labels = torch.from_numpy(np.asarray(split.labels[index])).to(device)
         correct += int((model.predict_proba(batch).argmax(dim=1) == labels).sum())
     return correct / len(split)
@@ -256,6 +304,7 @@ def protocol_network(
         shapes, store.num_classes, fusion=config.fusion, encoder=config.encoder,
         generator=generator, width=config.width, norm=config.norm,
         activation=config.activation, pooling=config.pooling, grid=config.grid,
+        layout=config.quirks.encoder_layout, head_init_std=config.quirks.head_init_std,
     ).to(device=device, memory_format=config.memory_format)
 
 
@@ -302,7 +351,8 @@ def evaluate_recognition(
     test_store = test if isinstance(test, Store) else open_store(test)
     check_compatible(train_store, test_store, config.modalities)
     test_split = test_store.split("test")
-    inputs, labels = load_training_set(train_store, config.modalities, device, config.memory_format)
+    raw = config.quirks.raw_modalities
+    inputs, labels = load_training_set(train_store, config.modalities, device, config.memory_format, raw)
 
     bar = tqdm(total=len(current().share(config.num_eval)) * config.epochs, disable=not progress, unit="epoch",
                desc=f"{'+'.join(config.modalities)} {config.fusion}")
@@ -312,7 +362,7 @@ def evaluate_recognition(
         start = time.perf_counter()
         model = train_fresh_network(train_store, inputs, labels, config, run, device, bar)
         accuracy = accuracy_on(model, test_split, config.modalities, device, config.test_batch_size,
-                               config.memory_format)
+                               config.memory_format, raw)
         bar.set_postfix(net=f"{run + 1}/{config.num_eval}", acc=f"{accuracy:.3f}")
         return accuracy, time.perf_counter() - start
 
