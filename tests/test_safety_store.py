@@ -26,6 +26,7 @@ from avdd.data.store import META_FILE, StoreWriter, open_store, remove_stale_par
 from avdd.distill.api import distill
 from avdd.distill.base import LOG_FILE, SyntheticSet, save_synthetic
 from avdd.distill.coreset import coreset_set
+from avdd.distill.experts import ExpertConfig, train_experts
 from avdd.errors import AvddError
 from conftest import TINY_SPECS, make_tiny_store
 
@@ -421,4 +422,6 @@ def test_a_factorised_set_is_refused_as_data(tmp_path, capsys, factor):
     line = cli_error(capsys, ["distill", "--data", str(factorised.path), "--method", "random", "--ipc", "1",
                               "--out", str(tmp_path / "set"), "-q"])
     assert line == f"avdd: error: {message}"
+    with pytest.raises(AvddError, match=f"^{re.escape(message)}$"):  # experts train on --data too
+        train_experts(factorised.path, tmp_path / "experts", ExpertConfig(num_experts=1, epochs=1), progress=False)
     assert snapshot(tmp_path) == before

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from avdd.data.store import Split, Store, open_store
 from avdd.device import resolve_device
+from avdd.distill.api import refuse_factorised
 from avdd.distill.base import code_version
 from avdd.distill.checkpoint import config_differences, load_checkpoint, save_checkpoint
 from avdd.errors import AvddError
@@ -173,6 +174,7 @@ def train_experts(
     ``device`` None: the best available.
     """
     store = data if isinstance(data, Store) else open_store(data)
+    refuse_factorised(store)
     missing = [m for m in config.modalities if m not in store.modalities]
     if missing:
         raise AvddError(f"{store.path}: no modality {missing[0]!r} (has: {', '.join(store.modalities)})")
