@@ -229,6 +229,14 @@ def test_single_class_store_warns_and_two_classes_do_not(tmp_path):
         write_store(tmp_path / "two", name="x", class_names=["a", "b"], modalities=TINY_SPECS, splits=tiny_splits())
 
 
+def test_the_cli_shows_the_single_class_warning_as_one_line(tmp_path, capsys):
+    train, test = reference_files(tmp_path, num_classes=1)
+    assert main(["prepare", "reference-pt", "--train", str(train), "--test", str(test),
+                 "--out", str(tmp_path / "out"), "-q"]) == 0
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"avdd: warning: {tmp_path / 'out'}: the store has a single class")
+
+
 # --- 5. a full disk is an error, and partial folders do not stay -----------------------------------
 
 def failing(code: int):
@@ -253,9 +261,9 @@ def test_full_disk_is_an_error_and_leaves_no_partial(tmp_path, monkeypatch, over
     assert sorted(p.name for p in tmp_path.iterdir()) == (["other", "out"] if overwrite else ["other"])
 
 
-def reference_files(tmp_path: Path) -> tuple[Path, Path]:
+def reference_files(tmp_path: Path, num_classes: int = 2) -> tuple[Path, Path]:
     def split(name: str, n: int) -> dict[str, torch.Tensor]:
-        return {f"audio_{name}": torch.zeros(n, 1, 128, 56), f"labels_{name}": torch.arange(n) % 2,
+        return {f"audio_{name}": torch.zeros(n, 1, 128, 56), f"labels_{name}": torch.arange(n) % num_classes,
                 f"images_{name}": torch.zeros(n, 3, 8, 8, dtype=torch.uint8)}
     torch.save(split("train", 4), tmp_path / "train.pt")
     torch.save(split("test", 2), tmp_path / "test.pt")

@@ -13,6 +13,7 @@ import contextlib
 import os
 import signal
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -92,8 +93,14 @@ def reader_gone() -> int:
     return 128 + signal.SIGPIPE  # what a shell reports for a tool that SIGPIPE stopped
 
 
+def show_warning(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> None:
+    """A warning as one ``avdd: warning:`` line, like the errors (not Python's file:line and source)."""
+    print(f"avdd: warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.showwarning = show_warning
     retain_freed_memory()  # the tensors of one iteration reuse the last one's pages (avdd/allocator.py)
     where = f"[rank {os.environ.get('RANK', '?')}] " if launched() else ""
     try:
