@@ -82,9 +82,9 @@ class EvalConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.protocol not in PROTOCOLS:
-            raise AvddError(f"unknown evaluation protocol {self.protocol!r}; known: {', '.join(PROTOCOLS)}")
         check_fields("evaluation", self, [f.name for f in fields(self) if f.name != "modalities"])
+        if self.protocol not in PROTOCOLS:  # after check_fields: a non-string is reported there
+            raise AvddError(f"unknown evaluation protocol {self.protocol!r}; known: {', '.join(PROTOCOLS)}")
         if (not isinstance(self.modalities, tuple) or not all(isinstance(m, str) for m in self.modalities)
                 or not self.modalities or len(set(self.modalities)) != len(self.modalities)):
             raise AvddError(f"modalities must be distinct names, not empty, got {self.modalities!r}")
