@@ -1,10 +1,14 @@
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
 
 from avdd.data.store import META_FILE, ModalitySpec, StoreWriter, open_store, write_store
 from avdd.errors import AvddError
+from avdd.files import write_text_atomic
+from conftest import make_tiny_store
 
 MODALITIES = {
     "audio": ModalitySpec((1, 4, 3), "float16", (-50.0,), (20.0,)),
@@ -149,3 +153,16 @@ def test_unknown_split_lists_known_ones(tmp_path):
     store, _ = write_tiny(tmp_path / "s")
     with pytest.raises(AvddError, match="has: train, test"):
         store.split("val")
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_stores_and_atomic_files_get_the_umask_permissions_not_private_ones(tmp_path, umask):
+    # mkdtemp/mkstemp make 0700/0600: a store or result renamed from them would be the user's alone
+    previous = os.umask(umask)
+    try:
+        store = make_tiny_store(tmp_path / "store")
+        write_text_atomic(tmp_path / "result.json", "{}\n")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o777 & ~umask
+    assert stat.S_IMODE((tmp_path / "result.json").stat().st_mode) == 0o666 & ~umask

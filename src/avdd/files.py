@@ -19,13 +19,34 @@ def write_error(path: Path, err: OSError) -> AvddError:
     return AvddError(f"{path}: cannot write ({err.strerror or err})")
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+def temp_file(folder: Path, prefix: str) -> tuple[int, str]:
+    """``tempfile.mkstemp`` in ``folder``, with the permissions of a file ``open`` would create: mkstemp
+    makes it 0600, so results and stores renamed from it would be unreadable to the user's group."""
+    fd, name = tempfile.mkstemp(prefix=prefix, dir=folder)
+    os.fchmod(fd, 0o666 & ~_umask())
+    return fd, name
+
+
+def temp_dir(folder: Path, prefix: str) -> Path:
+    """``tempfile.mkdtemp`` in ``folder``, with the permissions of ``mkdir`` (see :func:`temp_file`)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=folder))
+    path.chmod(0o777 & ~_umask())
+    return path
+
+
 def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Write ``path`` by ``write(file)`` into a temporary file in the same folder, then a rename: a
     reader never sees half of it, and if writing fails (a full disk: one AvddError naming ``path``)
     the previous file stays as it was."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        fd, tmp = temp_file(path.parent, f".{path.name}.")
     except OSError as err:
         raise write_error(path, err) from None
     try:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 import urllib.request
 from pathlib import Path
 
 from avdd.errors import AvddError
+from avdd.files import temp_file
 
 
 def cache_dir() -> Path:
@@ -31,7 +31,7 @@ def sha256_file(path: Path) -> str:
 def download(url: str, dest: Path, sha256: str | None = None, timeout: float = 60.0) -> Path:
     """Download ``url`` to ``dest`` (via a temporary file), verifying ``sha256`` when given."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
+    fd, tmp_name = temp_file(dest.parent, f".{dest.name}.")
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:

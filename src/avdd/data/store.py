@@ -26,7 +26,6 @@ import os
 import re
 import shutil
 import socket
-import tempfile
 import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -38,6 +37,7 @@ import numpy as np
 import torch
 
 from avdd.errors import AvddError
+from avdd.files import temp_dir
 from avdd.outputs import check_store_output, commit_folder
 
 FORMAT = "avdd-store"
@@ -379,7 +379,7 @@ class StoreWriter:
         self.overwrite = overwrite
         self.out.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_partials(self.out)
-        self.tmp = Path(tempfile.mkdtemp(prefix=_partial_prefix(self.out), dir=self.out.parent))
+        self.tmp = temp_dir(self.out.parent, _partial_prefix(self.out))
         self.modalities = dict(modalities)
         self._arrays: dict[str, np.memmap] = {}
 
