@@ -20,7 +20,6 @@ import hashlib
 import io
 import json
 import multiprocessing
-import os
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from avdd.data.audio import SPECTROGRAM_SHAPE
 from avdd.data.store import ModalitySpec, Store, StoreWriter, check_name
 from avdd.data.video import DECODE_ERROR, Seconds, Skipped, decode_clip
 from avdd.errors import AvddError
+from avdd.files import write_atomic
 from avdd.outputs import check_store_output
 from avdd.ranges import check_settings
 
@@ -95,19 +95,17 @@ def _process(task: _Task) -> int:
     except Exception as err:  # a file that breaks the decoder in an unforeseen way must not stop the run
         decoded, skipped = [], [Skipped(None, DECODE_ERROR, f"{type(err).__name__}: {err}")]
     size = task.image_size
-    tmp = task.result.with_name(f".{task.result.name}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(
-            f,
-            seconds=np.array([d.second for d in decoded], dtype=np.int64),
-            silent=np.array([d.silent for d in decoded], dtype=bool),
-            frame=np.stack([d.frame for d in decoded]) if decoded else np.zeros((0, 3, size, size), np.uint8),
-            audio=np.stack([d.spectrogram for d in decoded]).astype(np.float16)
-            if decoded
-            else np.zeros((0, *SPECTROGRAM_SHAPE), np.float16),
-            skipped=np.array(json.dumps([[s.second, s.reason, s.detail] for s in skipped])),
-        )
-    os.replace(tmp, task.result)
+    frames = np.stack([d.frame for d in decoded]) if decoded else np.zeros((0, 3, size, size), np.uint8)
+    audio = (np.stack([d.spectrogram for d in decoded]).astype(np.float16) if decoded
+             else np.zeros((0, *SPECTROGRAM_SHAPE), np.float16))
+    write_atomic(task.result, lambda f: np.savez(
+        f,
+        seconds=np.array([d.second for d in decoded], dtype=np.int64),
+        silent=np.array([d.silent for d in decoded], dtype=bool),
+        frame=frames,
+        audio=audio,
+        skipped=np.array(json.dumps([[s.second, s.reason, s.detail] for s in skipped])),
+    ))
     return task.index
 
 

@@ -7,6 +7,7 @@ embedding of several modalities is their per-modality L2-normalised features, co
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from avdd.data.sampler import load_batch
 from avdd.data.store import Store
 from avdd.errors import AvddError
 from avdd.evaluate.recognition import EvalConfig, load_training_set, network_generators, train_network
+from avdd.files import write_atomic
 from avdd.models.fusion import build_classifier
 
 EMBEDDING_SOURCES = ("trained", "random")
@@ -85,11 +87,8 @@ def train_split_embeddings(
         with tqdm(total=config.epochs, desc="embedding encoders", disable=not progress, unit="epoch") as bar:
             train_network(model, inputs, labels, eval_config, generators, on_epoch=lambda loss: bar.update())
     features = _embed(model, store, modalities, device)
-    try:
-        cache.parent.mkdir(exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npz")
-        np.savez(tmp, **features)
-        tmp.replace(cache)
-    except OSError:
-        pass  # a read-only store: recompute next time
+    # a read-only store: recompute next time; write_atomic's unique temporary name lets two runs
+    # (seeds, methods) embed the same store at once
+    with contextlib.suppress(AvddError):
+        write_atomic(cache, lambda f: np.savez(f, **features))
     return joint_embedding({m: torch.from_numpy(f) for m, f in features.items()})

@@ -28,6 +28,7 @@ from avdd.distill.base import LOG_FILE
 from avdd.errors import AvddError
 from avdd.experiments.runner import RESULTS, read_results
 from avdd.experiments.tables import build_table, format_label, format_value, to_html
+from avdd.files import write_text_atomic
 from avdd.report.embed import random_encoder_features
 from avdd.report.figures import accuracy_figure, class_grid, loss_figure, projection_figure
 from avdd.report.html import Sample, Section, render_page
@@ -200,5 +201,5 @@ def build_report(path: str | Path, out: str | Path, *, projection: str = "pca", 
         log(f"report: {path}")
         section = set_section(store, out, path.name, reals, projection=projection, max_per_class=max_per_class)
         page = render_page(f"avdd report: {path.name}", [f"set: {path.resolve()}"], [], [section])
-    (out / REPORT).write_text(page)
+    write_text_atomic(out / REPORT, page)
     return out / REPORT
