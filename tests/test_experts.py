@@ -104,8 +104,8 @@ def test_cli_experts(tiny_store, tmp_path, capsys):
 
 
 def test_the_experiment_runners_experts_step_trains_experts(tiny_store, tmp_path):
-    from avdd.experiments.steps import train_experts as experts_step
+    from avdd.experiments.steps import expert_trajectories_step
 
-    experts_step(tiny_store, tmp_path / "e", modalities=("audio", "frame"), device=torch.device("cpu"),
-                 progress=False, num_experts=1, epochs=1, batch_size=8, width=4)
+    expert_trajectories_step(tiny_store, tmp_path / "e", modalities=("audio", "frame"), device=torch.device("cpu"),
+                             progress=False, num_experts=1, epochs=1, batch_size=8, width=4)
     assert ExpertSet.open(tmp_path / "e").config.width == 4

@@ -20,8 +20,8 @@ from avdd.errors import AvddError
 StepFunction = Callable[..., None]
 
 
-def train_experts(store: Store, out: Path, *, modalities: Sequence[str], device: torch.device, progress: bool,
-                  **settings: Any) -> None:
+def expert_trajectories_step(store: Store, out: Path, *, modalities: Sequence[str], device: torch.device,
+                             progress: bool, **settings: Any) -> None:
     """MTT's expert trajectories of ``store`` into ``out`` (``settings``: ExpertConfig fields such as
     num_experts, epochs, float16)."""
     try:
@@ -31,4 +31,4 @@ def train_experts(store: Store, out: Path, *, modalities: Sequence[str], device:
     experts.train_experts(store, out, config, device=device, progress=progress)
 
 
-STEPS: dict[str, StepFunction] = {"experts": train_experts}
+STEPS: dict[str, StepFunction] = {"experts": expert_trajectories_step}
