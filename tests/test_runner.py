@@ -1,6 +1,7 @@
 """The experiment runner: caching by settings, shared distilled sets, failing cells, outputs."""
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -8,10 +9,12 @@ import pytest
 import avdd.experiments.runner as runner
 from avdd.cli import main
 from avdd.distill.api import distill as real_distill
-from avdd.distill.base import METHODS, MethodEntry, get_method
+from avdd.distill.base import METHODS, MethodSpec, RunContext, get_method
+from avdd.distill.spec import setting
 from avdd.errors import AvddError
 from avdd.experiments.config import resolve
 from avdd.experiments.runner import run_experiment
+from avdd.ranges import PATH
 
 
 def experiment(store, *overrides, grid=None, methods=None):
@@ -90,11 +93,15 @@ def test_outputs_tables_and_the_failing_cell_reported_while_others_go_on(tiny_st
 def test_a_method_needing_experts_gets_them_once_or_fails_clearly(tiny_store, tmp_path, calls, monkeypatch):
     coreset = get_method("random")
 
-    def with_experts(store, *, experts, **kwargs):  # a stand-in for MTT: needs an experts directory
-        assert (Path(experts) / "trajectories.txt").read_text() == "2"
-        return coreset.run(store, **kwargs)
+    @dataclass(frozen=True)
+    class NeedsExperts:  # a stand-in for MTT: needs an experts directory
+        experts: str = field(default="", metadata=setting("expert trajectories", PATH))
 
-    monkeypatch.setitem(METHODS._entries, "fake", MethodEntry(with_experts, ("experts",), "needs experts"))
+    def with_experts(context: RunContext, settings: NeedsExperts):
+        assert (Path(settings.experts) / "trajectories.txt").read_text() == "2"
+        return coreset.run(context, coreset.build({}, "random"))
+
+    monkeypatch.setitem(METHODS._entries, "fake", MethodSpec(NeedsExperts, with_experts, "needs experts"))
     grid = {"method": ["random", "fake"], "ipc": [1, 2], "fusion": ["ensemble"]}
     methods = {"fake": {"experts": {"num_experts": 2}}}
 

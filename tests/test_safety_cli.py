@@ -20,7 +20,8 @@ from avdd.data.sources.avdigits import build_avdigits
 from avdd.data.sources.common import stratified_split
 from avdd.device import resolve_device
 from avdd.distill.api import distill
-from avdd.distill.dm import MatchingConfig, matching_config
+from avdd.distill.base import get_method
+from avdd.distill.dm import MatchingConfig
 from avdd.distill.experts import ExpertConfig
 from avdd.distill.matching import MatchingWeights
 from avdd.distill.mtt import MTTConfig
@@ -187,7 +188,7 @@ def test_settings_dataclasses_refuse_bad_numbers(make, message):
 
 def test_the_defaults_are_within_their_ranges():
     for method in ("dm", "avdd"):
-        matching_config(method, {})
+        get_method(method).build({}, method).config()
     MTTConfig(step_size=None)
     ExpertConfig()
     MatchingConfig(encoder={"width": 8})

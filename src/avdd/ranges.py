@@ -1,7 +1,7 @@
 """The valid values of every setting a user can give, declared once.
 
 The CLI's argparse types (avdd/cli/common.py), experiment configs (experiments/config.py), the
-settings dataclasses (MatchingConfig, MTTConfig, EvalConfig, ExpertConfig) and the library calls
+settings dataclasses (methods' settings through avdd/distill/spec.py, EvalConfig, ExpertConfig) and the library calls
 that take numbers directly (distill, evaluate_retrieval, prepare_clips, …) all check against
 ``RANGES``, so a setting has the same range, and the same message, wherever it is given.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -53,7 +54,7 @@ class Number:
 class Kind:
     """A non-numeric setting: any value of one type."""
 
-    kind: type
+    kind: Any  # a type, or a union of types
     noun: str
 
     def accepts(self, value: Any) -> bool:
@@ -102,6 +103,7 @@ FRACTION = Number(float, 0, 1, high_open=True)  # momentum, Adam's betas
 SHARE = Number(float, 0, 1, low_open=True, high_open=True)  # a part of a whole that leaves both parts non-empty
 TEXT = Kind(str, "a string")
 FLAG = Kind(bool, "true or false")
+PATH = Kind(str | os.PathLike, "a path")
 
 RANGES: dict[str, Spec] = {
     **dict.fromkeys(("ipc", "iterations", "num_eval", "epochs", "batch_size", "test_batch_size", "batch_real", "width",
@@ -123,10 +125,12 @@ RANGES: dict[str, Spec] = {
 }
 
 
-def problem(name: str, value: Any, label: str | None = None, none_ok: bool = True) -> str | None:
-    """``label=value (must be …)`` where ``value`` is outside the range of setting ``name``, else None.
-    Names without a range are not checked here; None (``none_ok``) is a setting's default."""
-    spec = RANGES.get(name)
+def problem(name: str, value: Any, label: str | None = None, none_ok: bool = True,
+            spec: Spec | None = None) -> str | None:
+    """``label=value (must be …)`` where ``value`` is outside ``spec`` (default: the range of setting
+    ``name``), else None. Names without a range are not checked here; None (``none_ok``) is a
+    setting's default."""
+    spec = spec or RANGES.get(name)
     if spec is None or (value is None and none_ok) or spec.accepts(value):
         return None
     return f"{label or name}={value!r} (must be {spec.describe()})"
@@ -156,3 +160,14 @@ def check_fields(what: str, obj: Any, names: Iterable[str], **extra: Any) -> Non
 def unknown_modalities(values: Mapping[str, Any], modalities: Sequence[str]) -> list[str]:
     """The keys of a per-modality setting that name none of ``modalities``."""
     return [name for name in values if name not in modalities]
+
+
+def parse_modalities(value: Any, where: str = "--modalities") -> tuple[str, ...]:
+    """Modality names joined by ',' (as the CLI's ``--modalities audio,frame``) or '+' (as configs'
+    ``audio+frame``), or a list of names: the distinct names, in order."""
+    parts = value if isinstance(value, list) else str(value).replace("+", ",").split(",")
+    modalities = tuple(str(p).strip() for p in parts if str(p).strip())
+    if not modalities or len(set(modalities)) != len(modalities):
+        raise AvddError(f"{where}: modalities must be distinct names joined by ',' or '+', e.g. audio,frame; "
+                        f"got {value!r}")
+    return modalities

@@ -9,7 +9,6 @@ from pathlib import Path
 from avdd.cli.common import setting
 from avdd.data.sources import DATASETS, DatasetSource, Option
 from avdd.data.store import array_file, open_store
-from avdd.errors import AvddError
 from avdd.outputs import STORE, claim_output
 from avdd.ranges import RANGES, Number
 from avdd.registry import Registry
@@ -23,14 +22,6 @@ def format_bytes(n: float) -> str:
         if n < 1024 or unit == "GB":
             break
     return f"{n:.1f} {unit}"
-
-
-def parse_modalities(text: str) -> tuple[str, ...]:
-    """``--modalities audio,frame`` -> ("audio", "frame")."""
-    modalities = tuple(m.strip() for m in text.split(",") if m.strip())
-    if not modalities:
-        raise AvddError("--modalities needs at least one modality, e.g. audio,frame")
-    return modalities
 
 
 def describe_store(path: Path) -> str:

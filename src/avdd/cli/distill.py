@@ -5,47 +5,58 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-from avdd.cli.common import add_device_option, add_per_modality_option, check_modality_keys, setting
-from avdd.cli.data import describe_store, parse_modalities
+from avdd.cli.common import add_device_option, add_per_modality_option, check_modality_keys, number, setting
+from avdd.cli.data import describe_store
 from avdd.device import resolve_device
 from avdd.distill.api import distill
 from avdd.distill.base import get_method, method_names
+from avdd.distill.spec import Setting, flag_of, settings_of
 from avdd.distributed import joined
 from avdd.evaluate.recognition import EvalConfig
 from avdd.outputs import STORE, claim_if
-from avdd.ranges import RANGES, Number
+from avdd.ranges import FLAG, Number, PerModality, parse_modalities
 
-SETTING_FLAGS = (  # (name, help): numbers take their type and range from avdd/ranges.py, the rest are strings
-    ("iterations", "optimisation iterations (default 5000)"),
-    ("momentum", "SGD momentum on the synthetic data and mtt's step size (default 0.5)"),
-    ("batch_real", "dm/avdd: real samples per class per iteration (default 128)"),
-    ("lambda_base", "weight of the per-modality DM term (default 1; 0 switches it off)"),
-    ("lambda_jm", "weight of joint matching (avdd default 10, dm 0)"),
-    ("lambda_mgm", "weight of modality-gap matching (avdd default 10, dm 0)"),
-    ("init", "initialisation: random or herding (avdd default herding, dm and mtt random)"),
-    ("dsa_strategy", "augmentation ops joined by _ (default color_crop_cutout_flip_scale_rotate)"),
-    ("width", "encoder width (default 128)"),
-    ("autocast", "real-side autocast: auto, off, bf16, fp16 (default auto: bf16 on CUDA, off on CPU)"),
-    ("checkpoint_every", "iterations between checkpoints (default 100)"),
-    ("embed_source", "herding/k-center embeddings: trained or random encoders (default trained)"),
-    ("embed_epochs", "epochs of the embedding network (default 5; cached next to the data store)"),
-    ("experts", "mtt (required): expert trajectories from `avdd experts`"),
-    ("syn_steps", "mtt: student SGD steps unrolled per iteration (default 20); memory grows linearly with it"),
-    ("batch_syn", "mtt: synthetic samples per student step (default 0 = all); memory grows linearly with it"),
-    ("expert_epochs", "mtt: expert epochs the student's steps must cover (default 2)"),
-    ("max_start_epoch", "mtt: latest expert epoch a student starts from (default 2)"),
-    ("step_size", "mtt: the student's initial SGD step size (default: the experts' learning rate)"),
-    ("lr_step_size", "mtt: learning rate of log(step size) (default 0.1)"),
-)
+
+def method_settings() -> dict[str, list[tuple[str, Setting]]]:
+    """Every method setting's name -> the (method, setting) pairs that declare it, in flag order."""
+    found: dict[str, list[tuple[str, Setting]]] = {}
+    for method in method_names():
+        for s in settings_of(get_method(method).settings):
+            found.setdefault(s.name, []).append((method, s))
+    return found
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v:g}" for k, v in value.items())
+    if isinstance(value, float):
+        return f"{value:g}"
+    return "unset" if value is None else "''" if value == "" else str(value)
+
+
+def setting_help(declared: list[tuple[str, Setting]]) -> str:
+    """The help of one setting flag: what it is (from its first method), its range, and each
+    method's default (grouped where they agree)."""
+    first = declared[0][1]
+    defaults: dict[str, list[str]] = {}
+    for method, s in declared:
+        defaults.setdefault(_shown(s.default), []).append(method)
+    if len(defaults) == 1:
+        default = f"default {next(iter(defaults))}"
+    else:
+        default = "default " + ", ".join(f"{' and '.join(ms)} {value}" for value, ms in defaults.items())
+    methods = ", ".join(m for m, _ in declared)
+    return f"[{methods}] {first.help}; {first.range.describe()}; {default}"
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
     modalities = parse_modalities(args.modalities)
-    settings = {name: getattr(args, name) for name, _ in SETTING_FLAGS}
-    check_modality_keys("--lr", args.lr, modalities)
-    settings["lr"] = args.lr
-    settings["factor"] = args.factor
+    settings = {name: getattr(args, name) for name in method_settings()}
+    for name, declared in method_settings().items():
+        if isinstance(declared[0][1].range, PerModality):
+            check_modality_keys(flag_of(name), settings[name], modalities)
     eval_config = replace(EvalConfig(), modalities=modalities, num_eval=args.eval_num, epochs=args.eval_epochs)
     device = resolve_device(args.device)
     with joined(device) as job, claim_if(job.is_main, args.out, kind=STORE, inputs=[args.data, args.experts],
@@ -63,8 +74,9 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
     p = verbs.add_parser(
         "distill", parents=[common], help="distill a store into a few samples per class",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=f"methods:\n{methods}\n\nMethod settings left unset take the method's defaults; a setting "
-                    "the method does not take is an error.\n\nmtt memory: every unrolled student step keeps its "
+        description=f"methods:\n{methods}\n\nMethod settings ([the methods that take each]) left unset take the "
+                    "method's defaults; a setting the method does not take is an error.\n\nmtt memory: every "
+                    "unrolled student step keeps its "
                     "activations for the backward pass,\nso memory grows with --syn-steps x --batch-syn; lower them "
                     "if a run does not fit.",
         epilog="examples:\n  avdd distill --data data/avdigits --method avdd --ipc 1 --modalities audio,frame "
@@ -84,13 +96,15 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint(s)")
     add_device_option(p)
-    p.add_argument("--factor", action=argparse.BooleanOptionalAction, default=None,
-                   help="factor parametrisation: 4 tiles per stored sample (avdd default on, dm and mtt off)")
-    add_per_modality_option(p, "--lr", "lr", "synthetic-data learning rate per modality (default 0.2 each; mtt "
-                            "1000 each); repeat per modality")
-    for name, text in SETTING_FLAGS:
-        kind = setting(name) if isinstance(RANGES.get(name), Number) else str
-        p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None, help=text)
+    for name, declared in method_settings().items():  # generated from the methods' settings dataclasses
+        spec, text = declared[0][1].range, setting_help(declared)
+        if isinstance(spec, PerModality):
+            add_per_modality_option(p, flag_of(name), name, text + "; repeat per modality")
+        elif spec is FLAG:
+            p.add_argument(flag_of(name), dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
+        else:
+            kind = number(spec, name) if isinstance(spec, Number) else str
+            p.add_argument(flag_of(name), dest=name, type=kind, default=None, help=text)
     p.add_argument("--eval-every", type=setting("eval_every"), default=0,
                    help="evaluate the synthetic set every K iterations (0: never); results go to distill_log.json")
     p.add_argument("--eval-num", type=setting("num_eval"), default=1,

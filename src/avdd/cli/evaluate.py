@@ -6,12 +6,12 @@ import argparse
 from pathlib import Path
 
 from avdd.cli.common import add_device_option, setting
-from avdd.cli.data import parse_modalities
 from avdd.device import resolve_device
 from avdd.distributed import joined
 from avdd.evaluate.recognition import PROTOCOLS, EvalConfig, evaluate_recognition
 from avdd.files import write_json
 from avdd.outputs import JSON_FILE, claim_if
+from avdd.ranges import parse_modalities
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

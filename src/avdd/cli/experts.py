@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 
 from avdd.cli.common import add_device_option, setting
-from avdd.cli.data import parse_modalities
 from avdd.distill.experts import ExpertConfig, train_experts
 from avdd.outputs import claim_output
+from avdd.ranges import parse_modalities
 
 
 def cmd_experts(args: argparse.Namespace) -> int:

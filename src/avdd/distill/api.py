@@ -20,7 +20,7 @@ import torch
 from avdd import distributed
 from avdd.data.store import Store, open_store
 from avdd.device import resolve_device
-from avdd.distill.base import MethodEntry, SyntheticSet, get_method, merge_shards, save_synthetic
+from avdd.distill.base import MethodSpec, RunContext, SyntheticSet, get_method, merge_shards, save_synthetic
 from avdd.distributed import Job
 from avdd.errors import AvddError
 from avdd.evaluate.recognition import EvalConfig, evaluate_recognition, factor_of
@@ -80,19 +80,17 @@ def distill(
 ) -> Store | None:
     """Distill the train split of store ``data`` with ``method`` into the store ``out``.
 
-    ``settings`` are the method's own (see ``get_method(method).settings``); None means default.
+    ``settings`` are the method's own (``get_method(method).setting_names``, flat: ``embed_epochs``);
+    None means default; the provenance records those given.
     Iterative methods checkpoint beside ``out`` and continue from there with ``resume``; with
     ``eval_every`` K > 0 the synthetic set is evaluated every K iterations (``eval_config``).
     Under a process group every process calls this; the main process returns the store, the others
     None, after it is written.
     """
     entry = get_method(method)
+    chosen = entry.build(settings, method)  # names it does not take, values out of range: errors here
+    check_settings("distillation", {"ipc": ipc, "seed": seed, "eval_every": eval_every})
     given = {k: v for k, v in settings.items() if v is not None}
-    unknown = sorted(set(given) - set(entry.settings))
-    if unknown:
-        flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
-        raise AvddError(f"method {method!r} does not take {flags}")
-    check_settings("distillation", {"ipc": ipc, "seed": seed, "eval_every": eval_every, **given})
     out = Path(out)
     check_store_output(out, overwrite)  # before the work, not only at the final rename
     job = distributed.current()
@@ -117,9 +115,8 @@ def distill(
                                            eval_config or EvalConfig(modalities=tuple(modalities)), dev)
             evaluations.append({"iteration": run.iteration, **accuracy})
 
-    synthetic = _run_method(entry, job, store, modalities=tuple(modalities), ipc=ipc, seed=seed, device=dev,
-                            progress=progress, checkpoint=checkpoint, resume=resume, on_iteration=after_iteration,
-                            **given)
+    context = RunContext(store, tuple(modalities), ipc, seed, dev, progress, checkpoint, resume, after_iteration)
+    synthetic = _run_method(entry, job, context, chosen)
     saved = None
     if synthetic is not None:
         if evaluations:
@@ -144,14 +141,14 @@ def refuse_factorised(store: Store) -> None:
                         "cannot be --data; evaluate it, or use its source store" + (f" {path}" if path else ""))
 
 
-def _run_method(entry: MethodEntry, job: Job, store: Store, **options: Any) -> SyntheticSet | None:
+def _run_method(entry: MethodSpec, job: Job, context: RunContext, settings: Any) -> SyntheticSet | None:
     """The whole synthetic set on the main process, None on the others."""
     if not entry.sharded:
         if not job.is_main:
             return None
         with distributed.solo():
-            return entry.run(store, **options)
-    part = entry.run(store, **options)
+            return entry.run(context, settings)
+    part = entry.run(context, settings)
     parts = distributed.gather_to_main(part.cpu())
     return None if parts is None else merge_shards(parts)
 

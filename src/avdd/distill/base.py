@@ -1,4 +1,4 @@
-"""What every distillation method returns, how it is saved, and the method registry.
+"""What every distillation method returns, how it is saved, and the method registry (one spec each).
 
 A distilled set is itself a store (train split only), so every command that takes a dataset takes
 a distilled set. Synthetic values are saved in the source store's units (frames on the 0..255
@@ -13,13 +13,14 @@ import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 
 from avdd import __version__
 from avdd.data.store import Store, write_store
+from avdd.distill.spec import build, settings_of
 from avdd.registry import Registry
 
 
@@ -55,47 +56,54 @@ def merge_shards(parts: Sequence[SyntheticSet]) -> SyntheticSet:
     return SyntheticSet(data, labels[order], factor=parts[0].factor, details=parts[0].details, log=log)
 
 
-class Method(Protocol):
-    """A distillation method: real training store in, synthetic set out. Method-specific
-    ``settings`` it does not know raise an AvddError naming them.
+@dataclass(frozen=True)
+class RunContext:
+    """What every method is run with besides its settings. ``checkpoint``, ``resume`` and
+    ``on_iteration`` concern iterative methods; a one-pass selection has no use for them."""
 
-    A method registered as ``sharded`` distills, under a process group, only its own process's
-    share of the classes (``avdd.distributed.current()``) and returns the set of those classes;
-    ``distill`` gathers the shares. Other methods run on the main process alone.
-    """
-
-    def __call__(
-        self,
-        store: Store,
-        *,
-        modalities: Sequence[str],
-        ipc: int,
-        seed: int,
-        device: torch.device,
-        progress: bool,
-        checkpoint: Path | None = None,
-        resume: bool = False,
-        on_iteration: Callable[[Any], None] | None = None,
-        **settings: Any,
-    ) -> SyntheticSet: ...
+    store: Store
+    modalities: tuple[str, ...]
+    ipc: int
+    seed: int
+    device: torch.device
+    progress: bool
+    checkpoint: Path | None = None
+    resume: bool = False
+    on_iteration: Callable[[Any], None] | None = None
 
 
 @dataclass(frozen=True)
-class MethodEntry:
-    """A registered method: the function, the names of the settings it takes, a one-line summary,
-    and whether it splits its classes over the processes of a job (see ``Method``)."""
+class MethodSpec:
+    """A registered method: its settings dataclass (see distill/spec.py: the CLI flags, the config
+    keys, the checks and the provenance all come from it), the function that runs it on a context
+    and an instance of that dataclass, a one-line summary, and whether it is ``sharded``: under a
+    process group it distills only its own process's share of the classes
+    (``avdd.distributed.current()``) and returns the set of those; ``distill`` gathers the shares.
+    Other methods run on the main process alone."""
 
-    run: Method
-    settings: tuple[str, ...]
+    settings: type
+    run: Callable[[RunContext, Any], SyntheticSet]
     summary: str
     sharded: bool = False
 
+    @property
+    def setting_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in settings_of(self.settings))
 
-METHODS: Registry[MethodEntry] = Registry("method")
+    @property
+    def iterative(self) -> bool:
+        return "iterations" in self.setting_names
+
+    def build(self, given: Mapping[str, Any], method: str) -> Any:
+        """The settings instance: defaults overridden by ``given`` (flat names, None = default)."""
+        return build(self.settings, given, method)
+
+
+METHODS: Registry[MethodSpec] = Registry("method")
 LOG_FILE = "distill_log.json"
 
 
-def get_method(name: str) -> MethodEntry:
+def get_method(name: str) -> MethodSpec:
     """The registered method ``name`` (the built-in methods register themselves on first use)."""
     import avdd.distill.coreset
     import avdd.distill.dm

@@ -6,7 +6,8 @@ nested across sizes (IPC 1 ⊂ IPC 10 ⊂ IPC 20) and an order can initialise ot
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -14,8 +15,9 @@ import torch
 
 from avdd.data.sampler import read_stored
 from avdd.data.store import Store
-from avdd.distill.base import METHODS, MethodEntry, SyntheticSet
+from avdd.distill.base import METHODS, MethodSpec, RunContext, SyntheticSet
 from avdd.distill.embedding import EmbeddingConfig, train_split_embeddings
+from avdd.distill.spec import nested
 from avdd.errors import AvddError
 from avdd.seeding import generator
 
@@ -125,29 +127,36 @@ def _refuse_non_finite(store: Store, modality: str, samples: torch.Tensor, index
                         f"or inf values (first: train sample {first}); the store is corrupt, rebuild it")
 
 
-# Selection is one pass: the run options of iterative methods (checkpoint, resume, on_iteration)
-# are accepted and have nothing to act on.
-def _random(store: Store, *, modalities: Sequence[str], ipc: int, seed: int, device: torch.device,
-            progress: bool, **run_options: Any) -> SyntheticSet:
-    return coreset_set(store, modalities, random_orders(store, ipc, seed), ipc, {})
+@dataclass(frozen=True)
+class RandomSettings:
+    """``random`` takes no settings of its own."""
 
 
-def _selector(kind: str):
-    def method(store: Store, *, modalities: Sequence[str], ipc: int, seed: int, device: torch.device,
-               progress: bool, embed_source: str | None = None, embed_epochs: int | None = None,
-               **run_options: Any) -> SyntheticSet:
+@dataclass(frozen=True)
+class SelectionSettings:
+    """The settings of herding and k-center: the embedding network they select on."""
+
+    embed: EmbeddingConfig = field(default_factory=EmbeddingConfig, metadata=nested("embed"))
+
+
+def _random(context: RunContext, settings: RandomSettings) -> SyntheticSet:
+    orders = random_orders(context.store, context.ipc, context.seed)
+    return coreset_set(context.store, context.modalities, orders, context.ipc, {})
+
+
+def _selector(kind: str) -> Callable[[RunContext, SelectionSettings], SyntheticSet]:
+    def method(context: RunContext, settings: SelectionSettings) -> SyntheticSet:
         # the embedding network does not depend on the run's seed: herding is deterministic given
         # the data, and one cached network serves every seed
-        embedding = EmbeddingConfig(source=embed_source or "trained", epochs=embed_epochs or EmbeddingConfig.epochs)
-        orders = selection_orders(store, modalities, kind, ipc, embedding, device=device, progress=progress)
-        return coreset_set(store, modalities, orders, ipc, {"embedding": vars(embedding)})
+        orders = selection_orders(context.store, context.modalities, kind, context.ipc, settings.embed,
+                                  device=context.device, progress=context.progress)
+        return coreset_set(context.store, context.modalities, orders, context.ipc, {"embedding": vars(settings.embed)})
 
     return method
 
 
-EMBEDDING_SETTINGS = ("embed_source", "embed_epochs")
-METHODS.add("random", MethodEntry(_random, (), "IPC real samples per class, uniformly at random"))
-METHODS.add("herding", MethodEntry(_selector("herding"), EMBEDDING_SETTINGS,
-                                   "real samples whose running mean stays closest to the class mean"))
-METHODS.add("kcenter", MethodEntry(_selector("kcenter"), EMBEDDING_SETTINGS,
-                                   "real samples chosen by greedy k-center on embeddings"))
+METHODS.add("random", MethodSpec(RandomSettings, _random, "IPC real samples per class, uniformly at random"))
+METHODS.add("herding", MethodSpec(SelectionSettings, _selector("herding"),
+                                  "real samples whose running mean stays closest to the class mean"))
+METHODS.add("kcenter", MethodSpec(SelectionSettings, _selector("kcenter"),
+                                  "real samples chosen by greedy k-center on embeddings"))

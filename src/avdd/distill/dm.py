@@ -12,9 +12,8 @@ what an uninterrupted one does.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,13 +21,15 @@ import torch
 
 from avdd.data.augment import REFERENCE_STRATEGY, Draw
 from avdd.data.sampler import load_batch
-from avdd.data.store import Split, Store
-from avdd.distill.base import METHODS, MethodEntry, SyntheticSet
+from avdd.data.store import Split
+from avdd.distill.base import METHODS, MethodSpec, RunContext, SyntheticSet
+from avdd.distill.embedding import EmbeddingConfig
 from avdd.distill.matching import MatchingWeights, class_means, matching_terms, weighted_total
+from avdd.distill.spec import nested, setting, with_defaults
 from avdd.distill.synthetic import SyntheticRun, finish, init_order, samples_per_stored
 from avdd.distributed import balanced_shards, current, main_first
 from avdd.errors import AvddError
-from avdd.models.convnet import ENCODERS, reference_config
+from avdd.models.convnet import ENCODERS, ConvNetConfig, reference_config
 from avdd.models.init import init_parameters
 from avdd.ranges import check_fields
 from avdd.seeding import generator
@@ -41,25 +42,62 @@ SYNTHETIC_GROUP_BYTES = {"cpu": 512 << 20, "cuda": 16 << 30}
 
 
 @dataclass(frozen=True)
-class MatchingConfig:
-    """Settings of a DM/AVDD run (DM = joint 0, gap 0; the reference AVDD = 10, 10)."""
+class DMSettings:
+    """The settings of ``avdd distill --method dm`` (the paper's DM baseline); AVDD's differ in defaults."""
 
-    iterations: int = 5000
-    lr: dict[str, float] = field(default_factory=lambda: {"audio": 0.2, "frame": 0.2})
-    momentum: float = 0.5
-    batch_real: int = 128
+    iterations: int = field(default=5000, metadata=setting("optimisation iterations"))
+    lr: dict[str, float] = field(default_factory=lambda: {"audio": 0.2, "frame": 0.2},
+                                 metadata=setting("synthetic-data learning rate per modality"))
+    momentum: float = field(default=0.5, metadata=setting("SGD momentum on the synthetic data"))
+    batch_real: int = field(default=128, metadata=setting("real samples per class per iteration"))
+    lambda_base: float = field(default=1.0, metadata=setting("weight of the per-modality DM term (0 switches it off)"))
+    lambda_jm: float = field(default=0.0, metadata=setting("weight of joint matching"))
+    lambda_mgm: float = field(default=0.0, metadata=setting("weight of modality-gap matching"))
+    factor: bool = field(default=False, metadata=setting("factor parametrisation: 4 tiles per stored sample"))
+    init: str = field(default="random", metadata=setting("initialisation: random real samples, or herding order"))
+    dsa_strategy: str = field(default=REFERENCE_STRATEGY, metadata=setting("augmentation ops joined by _"))
+    width: int = field(default=ConvNetConfig.width, metadata=setting("encoder width"))
+    autocast: str = field(default="auto", metadata=setting("real-side autocast: auto (bf16 on CUDA, off on CPU), "
+                                                           "off, bf16, fp16"))
+    checkpoint_every: int = field(default=100, metadata=setting("iterations between checkpoints"))
+    # herding init's embedding network (--embed-source, --embed-epochs)
+    embed: EmbeddingConfig = field(default_factory=EmbeddingConfig, metadata=nested("embed"))
+
+    def config(self) -> MatchingConfig:
+        """The run's configuration: these settings, the rest (chunking, memory layout) at their defaults."""
+        return MatchingConfig(
+            iterations=self.iterations, lr=self.lr, momentum=self.momentum, batch_real=self.batch_real,
+            weights=MatchingWeights(self.lambda_base, self.lambda_jm, self.lambda_mgm), factor=self.factor,
+            init=self.init, dsa_strategy=self.dsa_strategy, encoder={"width": self.width}, autocast=self.autocast,
+            checkpoint_every=self.checkpoint_every)
+
+
+# the reference AVDD: herding init, factor, joint and modality-gap matching
+AVDDSettings = with_defaults(DMSettings, "AVDDSettings", "The settings of ``avdd distill --method avdd``.",
+                             lambda_jm=10.0, lambda_mgm=10.0, factor=True, init="herding")
+
+
+@dataclass(frozen=True)
+class MatchingConfig:
+    """A DM/AVDD run's configuration (DM = joint 0, gap 0; the reference AVDD = 10, 10): the user's
+    settings (DMSettings, which declares their defaults) in the form the loop reads, and internal knobs."""
+
+    iterations: int = DMSettings.iterations
+    lr: dict[str, float] = field(default_factory=lambda: DMSettings().lr)
+    momentum: float = DMSettings.momentum
+    batch_real: int = DMSettings.batch_real
     weights: MatchingWeights = field(default_factory=MatchingWeights)
     factor: bool = True
     init: str = "random"  # "random" real samples, or "herding" order (from distill/coreset)
-    dsa_strategy: str = REFERENCE_STRATEGY
+    dsa_strategy: str = DMSettings.dsa_strategy
     encoder: dict[str, Any] = field(default_factory=dict)  # ConvNetConfig overrides, e.g. width
-    autocast: str = "auto"  # real-side autocast: auto = bf16 on CUDA, off on CPU
+    autocast: str = DMSettings.autocast  # real-side autocast: auto = bf16 on CUDA, off on CPU
     real_chunk: int = 0  # real samples per forward; 0 = auto: as many as keep the first layer's
     #                      activations within REAL_CHUNK_BYTES (on CPU, chunks of 8 to 64 samples run
     #                      at the same speed and bound peak memory; 224x224 frames need small ones)
     channels_last: bool = True  # real side: measured faster for its no-grad forward on CPU (benchmarks/RESULTS.md)
     synthetic_group: int = 0  # classes per synthetic forward + backward; 0 = auto (SYNTHETIC_GROUP_BYTES)
-    checkpoint_every: int = 100
+    checkpoint_every: int = DMSettings.checkpoint_every
 
     def __post_init__(self) -> None:
         check_fields("DM/AVDD", self, ("iterations", "lr", "momentum", "batch_real", "factor", "init", "dsa_strategy",
@@ -203,28 +241,6 @@ class MatchingRun(SyntheticRun):
 
 
 # -- the registered methods ----------------------------------------------------------------------
-# The paper's DM baseline: random real init, no factor; AVDD: herding init, factor, JM and MGM.
-METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "dm": {"weights": MatchingWeights(1.0, 0.0, 0.0), "init": "random", "factor": False},
-    "avdd": {"weights": MatchingWeights(1.0, 10.0, 10.0), "init": "herding", "factor": True},
-}
-SETTINGS = ("iterations", "lr", "momentum", "batch_real", "lambda_base", "lambda_jm", "lambda_mgm", "factor",
-            "init", "dsa_strategy", "width", "autocast", "checkpoint_every", "embed_source", "embed_epochs")
-
-
-def matching_config(method: str, settings: dict[str, Any]) -> MatchingConfig:
-    """The method's defaults overridden by ``settings`` (None = keep the default)."""
-    given = {k: v for k, v in settings.items() if v is not None}
-    base = MatchingConfig(**METHOD_DEFAULTS[method])
-    weights = MatchingWeights(given.pop("lambda_base", base.weights.base), given.pop("lambda_jm", base.weights.joint),
-                              given.pop("lambda_mgm", base.weights.gap))
-    lr = {**base.lr, **given.pop("lr", {})}
-    encoder = {"width": given.pop("width")} if "width" in given else {}
-    for key in ("embed_source", "embed_epochs"):
-        given.pop(key, None)
-    return replace(base, weights=weights, lr=lr, encoder=encoder, **given)
-
-
 def process_classes(train: Split, config: MatchingConfig, synthetic_per_class: int) -> list[int]:
     """This process's share of the classes (all of them when serial), balanced by the samples each
     class puts through the encoders per iteration: its real batch and its synthetic samples."""
@@ -237,25 +253,19 @@ def process_classes(train: Split, config: MatchingConfig, synthetic_per_class: i
     return balanced_shards(costs, job.world_size)[job.rank]
 
 
-def _matching_method(name: str) -> Callable[..., SyntheticSet]:
-    def method(
-        store: Store, *, modalities: Sequence[str], ipc: int, seed: int, device: torch.device, progress: bool,
-        checkpoint: Path | None = None, resume: bool = False,
-        on_iteration: Callable[[MatchingRun], None] | None = None, **settings: Any,
-    ) -> SyntheticSet:
-        config = matching_config(name, settings)
-        train = store.split("train")
-        classes = process_classes(train, config, ipc * samples_per_stored(config))
-        # a herding order's embedding network is trained (and cached) once, not by every process at once
-        order = main_first(lambda: init_order(store, modalities, ipc, config, settings, device, progress))
-        run = MatchingRun(train, modalities, ipc, seed, config, device, order, classes)
-        return finish(run, checkpoint=checkpoint, resume=resume, progress=progress, on_iteration=on_iteration,
-                      details={"matching": config.to_json()})
-
-    return method
+def _matching(context: RunContext, settings: DMSettings) -> SyntheticSet:
+    config = settings.config()
+    train = context.store.split("train")
+    classes = process_classes(train, config, context.ipc * samples_per_stored(config))
+    # a herding order's embedding network is trained (and cached) once, not by every process at once
+    order = main_first(lambda: init_order(context.store, context.modalities, context.ipc, config, settings.embed,
+                                          context.device, context.progress))
+    run = MatchingRun(train, context.modalities, context.ipc, context.seed, config, context.device, order, classes)
+    return finish(run, checkpoint=context.checkpoint, resume=context.resume, progress=context.progress,
+                  on_iteration=context.on_iteration, details={"matching": config.to_json()})
 
 
-METHODS.add("dm", MethodEntry(_matching_method("dm"), SETTINGS,
-                              "distribution matching with random encoders (each modality separately)", sharded=True))
-METHODS.add("avdd", MethodEntry(_matching_method("avdd"), SETTINGS,
-                                "DM + joint and modality-gap matching, herding init, factor", sharded=True))
+METHODS.add("dm", MethodSpec(DMSettings, _matching,
+                             "distribution matching with random encoders (each modality separately)", sharded=True))
+METHODS.add("avdd", MethodSpec(AVDDSettings, _matching,
+                               "DM + joint and modality-gap matching, herding init, factor", sharded=True))

@@ -11,7 +11,7 @@ import contextlib
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from avdd.data.sampler import load_batch
 from avdd.data.store import Store
+from avdd.distill.spec import check, setting
 from avdd.errors import AvddError
 from avdd.evaluate.recognition import EvalConfig, load_training_set, network_generators, train_network
 from avdd.files import write_atomic
@@ -30,11 +31,15 @@ EMBEDDING_SOURCES = ("trained", "random")
 
 @dataclass(frozen=True)
 class EmbeddingConfig:
-    source: str = "trained"
-    epochs: int = 5  # training epochs of the "trained" source (cached, so paid once per store)
-    seed: int = 0
+    """The embedding network of herding and k-center (nested in their settings as ``embed_*``)."""
+
+    source: str = field(default="trained", metadata=setting("embeddings for herding/k-center (and herding init): "
+                                                            "trained or random encoders"))
+    epochs: int = field(default=5, metadata=setting("epochs of the embedding network (cached next to the data store)"))
+    seed: int = 0  # not a setting: one cached network serves every run's seed
 
     def __post_init__(self) -> None:
+        check("embedding", self)
         if self.source not in EMBEDDING_SOURCES:
             raise AvddError(f"unknown embedding source {self.source!r}; known: {', '.join(EMBEDDING_SOURCES)}")
 

@@ -19,8 +19,8 @@ parameter vector, so memory grows with ``syn_steps`` × ``batch_syn`` (benchmark
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,44 +29,50 @@ import torch
 from torch.func import functional_call
 
 from avdd.data.augment import REFERENCE_STRATEGY
-from avdd.data.store import Split, Store
-from avdd.distill.base import METHODS, MethodEntry, SyntheticSet
+from avdd.data.store import Split
+from avdd.distill.base import METHODS, MethodSpec, RunContext, SyntheticSet
+from avdd.distill.embedding import EmbeddingConfig
 from avdd.distill.experts import ExpertSet
+from avdd.distill.spec import check, nested, setting
 from avdd.distill.synthetic import SyntheticRun, finish, init_order
 from avdd.errors import AvddError
 from avdd.evaluate.recognition import protocol_network
 from avdd.models.flat import Layout, parameter_layout, unflatten
 from avdd.models.fusion import AVClassifier, fusion_loss
-from avdd.ranges import check_fields
+from avdd.ranges import PATH
 from avdd.seeding import generator
 
 
 @dataclass(frozen=True)
 class MTTConfig:
-    """Settings of a trajectory-matching run (defaults: see the README's MTT section)."""
+    """The settings of ``avdd distill --method mtt`` (defaults: see the README's MTT section)."""
 
-    experts: str = ""  # directory written by `avdd experts`
-    iterations: int = 5000
+    experts: str = field(default="", metadata=setting("expert trajectories from `avdd experts` (required)", PATH))
+    iterations: int = field(default=5000, metadata=setting("optimisation iterations"))
     # the MTT reference's lr_img; on avdigits (20 iterations) 1000 gave 55 % where 100 gave 40 % (random: 37 %)
-    lr: dict[str, float] = field(default_factory=lambda: {"audio": 1000.0, "frame": 1000.0})
-    momentum: float = 0.5
-    syn_steps: int = 20  # N: unrolled student steps per iteration (memory grows with it)
-    expert_epochs: int = 2  # M: the student's target is M epochs after its start
-    max_start_epoch: int = 2  # start epochs are drawn from 0..max_start_epoch
-    batch_syn: int = 0  # synthetic samples per student step; 0 = all of them
-    step_size: float | None = None  # the student's initial step size; None = the experts' SGD rate
+    lr: dict[str, float] = field(default_factory=lambda: {"audio": 1000.0, "frame": 1000.0},
+                                 metadata=setting("synthetic-data learning rate per modality"))
+    momentum: float = field(default=0.5, metadata=setting("SGD momentum on the synthetic data and the step size"))
+    syn_steps: int = field(default=20, metadata=setting("student SGD steps unrolled per iteration (N); memory "
+                                                        "grows linearly with it"))
+    expert_epochs: int = field(default=2, metadata=setting("expert epochs the student's steps must cover (M)"))
+    max_start_epoch: int = field(default=2, metadata=setting("latest expert epoch a student starts from"))
+    batch_syn: int = field(default=0, metadata=setting("synthetic samples per student step (0 = all); memory "
+                                                       "grows linearly with it"))
+    step_size: float | None = field(default=None, metadata=setting("the student's initial SGD step size (unset: "
+                                                                   "the experts' learning rate)"))
     # learning rate of log(step size): the reference's lr_lr (1e-7 to 1e-5 on the raw rate ~0.01) is 1e-3 to
     # 1e-1 on its log; on avdigits (20 iterations, lr 1000) 0.1 gave 60 % where 1e-3 gave 55 %
-    lr_step_size: float = 0.1
-    factor: bool = False
-    init: str = "random"  # "random" real samples, or "herding" order
-    dsa_strategy: str = REFERENCE_STRATEGY
-    checkpoint_every: int = 100
+    lr_step_size: float = field(default=0.1, metadata=setting("learning rate of log(step size)"))
+    factor: bool = field(default=False, metadata=setting("factor parametrisation: 4 tiles per stored sample"))
+    init: str = field(default="random", metadata=setting("initialisation: random real samples, or herding order"))
+    dsa_strategy: str = field(default=REFERENCE_STRATEGY, metadata=setting("augmentation ops joined by _"))
+    checkpoint_every: int = field(default=100, metadata=setting("iterations between checkpoints"))
+    # herding init's embedding network (--embed-source, --embed-epochs)
+    embed: EmbeddingConfig = field(default_factory=EmbeddingConfig, metadata=nested("embed"))
 
     def __post_init__(self) -> None:
-        check_fields("MTT", self, ("iterations", "lr", "momentum", "syn_steps", "expert_epochs",
-                                   "max_start_epoch", "batch_syn", "step_size", "lr_step_size", "factor", "init",
-                                   "dsa_strategy", "checkpoint_every"))
+        check("MTT", self)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -174,36 +180,21 @@ class TrajectoryRun(SyntheticRun):
             self.log_step.copy_(state["log_step_size"])
 
 
-SETTINGS = ("experts", "iterations", "lr", "momentum", "syn_steps", "expert_epochs", "max_start_epoch", "batch_syn",
-            "step_size", "lr_step_size", "factor", "init", "dsa_strategy", "checkpoint_every", "embed_source",
-            "embed_epochs")
-
-
-def mtt_config(settings: dict[str, Any]) -> MTTConfig:
-    """The defaults overridden by ``settings`` (None = keep the default); ``experts`` is required."""
-    given = {k: v for k, v in settings.items() if v is not None and k not in ("embed_source", "embed_epochs")}
-    if not given.get("experts"):
+def _mtt(context: RunContext, config: MTTConfig) -> SyntheticSet:
+    if not config.experts:
         raise AvddError("method 'mtt' needs --experts DIR (expert trajectories; train them with `avdd experts`)")
-    given["experts"] = str(Path(given["experts"]).resolve())
-    given["lr"] = {**MTTConfig().lr, **given.get("lr", {})}
-    return MTTConfig(**given)
-
-
-def _mtt(
-    store: Store, *, modalities: Sequence[str], ipc: int, seed: int, device: torch.device, progress: bool,
-    checkpoint: Path | None = None, resume: bool = False,
-    on_iteration: Callable[[TrajectoryRun], None] | None = None, **settings: Any,
-) -> SyntheticSet:
-    config = mtt_config(settings)
+    config = replace(config, experts=str(Path(config.experts).resolve()))
     experts = ExpertSet.open(config.experts)
-    order = init_order(store, modalities, ipc, config, settings, device, progress)
-    run = TrajectoryRun(store.split("train"), modalities, ipc, seed, config, experts, device, order)
-    synthetic = finish(run, checkpoint=checkpoint, resume=resume, progress=progress, on_iteration=on_iteration,
-                       details={"mtt": config.to_json()})
+    order = init_order(context.store, context.modalities, context.ipc, config, config.embed, context.device,
+                       context.progress)
+    run = TrajectoryRun(context.store.split("train"), context.modalities, context.ipc, context.seed, config, experts,
+                        context.device, order)
+    synthetic = finish(run, checkpoint=context.checkpoint, resume=context.resume, progress=context.progress,
+                       on_iteration=context.on_iteration, details={"mtt": config.to_json()})
     synthetic.details["mtt"].update(experts_used=len(experts.files), expert_settings=experts.config.to_json(),
                                     final_step_size=run.monitored()["step_size"])
     return synthetic
 
 
-METHODS.add("mtt", MethodEntry(_mtt, SETTINGS, "trajectory matching: follow expert training trajectories "
+METHODS.add("mtt", MethodSpec(MTTConfig, _mtt, "trajectory matching: follow expert training trajectories "
                                                "(needs --experts from `avdd experts`)"))

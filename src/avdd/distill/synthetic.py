@@ -79,17 +79,15 @@ def pack_tiles(samples: torch.Tensor, factor: int = FACTOR) -> torch.Tensor:
 
 
 def init_order(
-    store: Store, modalities: Sequence[str], ipc: int, config: SyntheticConfig, settings: dict[str, Any],
+    store: Store, modalities: Sequence[str], ipc: int, config: SyntheticConfig, embedding: EmbeddingConfig,
     device: torch.device, progress: bool,
 ) -> list[np.ndarray] | None:
-    """Per class, the herding order (long enough for every tile) for ``init = herding``; None for
-    random real samples. ``settings`` may name the herding embedding (embed_source, embed_epochs)."""
+    """Per class, the herding order (long enough for every tile) on ``embedding`` for
+    ``init = herding``; None for random real samples."""
     if config.init not in INITS:
         raise AvddError(f"unknown init {config.init!r}; known: {', '.join(INITS)}")
     if config.init == "random":
         return None
-    embedding = EmbeddingConfig(source=settings.get("embed_source") or "trained",
-                                epochs=settings.get("embed_epochs") or EmbeddingConfig.epochs)
     return selection_orders(store, modalities, "herding", ipc * samples_per_stored(config), embedding, device=device,
                             progress=progress)
 

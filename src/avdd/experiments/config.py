@@ -18,12 +18,13 @@ from typing import Any
 
 import yaml
 
-from avdd.distill.base import METHODS, get_method
+from avdd.distill.base import get_method, method_names
+from avdd.distill.spec import settings_of
 from avdd.errors import AvddError
 from avdd.evaluate.recognition import EvalConfig
 from avdd.evaluate.retrieval import SPACES
 from avdd.experiments.steps import STEPS
-from avdd.ranges import RANGES, PerModality, problem, unknown_modalities
+from avdd.ranges import RANGES, PerModality, Spec, parse_modalities, problem, unknown_modalities
 
 EVALUATIONS = ("recognition", "retrieval")
 CELL_AXES = ("method", "ipc", "modalities", "fusion")  # grid axes that are not method settings
@@ -47,9 +48,13 @@ INTERMEDIATE_SETTINGS = {"every": "eval_every", "num_eval": "num_eval", "epochs"
 STEP_SETTINGS = {"lr": "expert_lr"}  # a step's keys whose ranges.py name differs (experts: SGD's one rate)
 
 
+def method_ranges() -> dict[str, Spec]:
+    """Every registered method's settings (from their settings dataclasses) and their ranges."""
+    return {s.name: s.range for name in method_names() for s in settings_of(get_method(name).settings)}
+
+
 def method_setting_names() -> set[str]:
-    get_method("random")  # registers the built-in methods
-    return {s for name in METHODS.names() for s in METHODS.get(name).settings}
+    return set(method_ranges())
 
 
 def eval_setting_names() -> set[str]:
@@ -102,15 +107,6 @@ class Experiment:
         e = self.eval_config(("audio",), "ensemble", 0)
         return (f"{v['experiment']} on {v['dataset']} — schedule {v['schedule']}: {len(v['seeds'])} seed(s) × "
                 f"{e.num_eval} network(s) × {e.epochs} epochs")
-
-
-def parse_modalities(value: Any, where: str) -> tuple[str, ...]:
-    """``audio+frame`` (or a list) -> ("audio", "frame")."""
-    parts = value if isinstance(value, list) else str(value).split("+")
-    modalities = tuple(str(p).strip() for p in parts if str(p).strip())
-    if not modalities or len(set(modalities)) != len(modalities):
-        raise AvddError(f"{where}: modalities must be distinct names joined by '+', e.g. audio+frame; got {value!r}")
-    return modalities
 
 
 def parse_axis(name: str, values: Any) -> Axis:
@@ -320,12 +316,13 @@ def check_types(view: Mapping[str, Any], where: str) -> None:
 
 
 def given_settings(experiment: Experiment) -> Iterator[tuple[str, str, Any]]:
-    """(where in the view, setting name in avdd/ranges.py, value) of every setting the view gives."""
+    """(where in the view, setting name (of a method or in avdd/ranges.py), value) of every setting the
+    view gives."""
     v = experiment.view
     blocks = [("distill.", v["distill"]), *((f"methods.{m}.", b) for m, b in v["methods"].items()),
               ("evaluate.", v["evaluate"]), ("retrieval.", v["retrieval"])]
-    for prefix, block in blocks:
-        yield from ((prefix + name, name, value) for name, value in block.items())
+    for prefix, block in blocks:  # a method's steps (below) are settings of their own
+        yield from ((prefix + name, name, value) for name, value in block.items() if name not in STEPS)
     for method, block in v["methods"].items():  # the steps a method needs (MTT's experts)
         for step in set(block) & set(STEPS):
             yield from ((f"methods.{method}.{step}.{key}", STEP_SETTINGS.get(key, key), value)
@@ -342,8 +339,9 @@ def check_modality_keys(experiment: Experiment, given: list[tuple[str, str, Any]
     from avdd.experiments.grid import expand  # grid builds on this module
 
     known = sorted({m for cell in expand(experiment) for m in cell.modalities})
+    ranges = {**RANGES, **method_ranges()}
     for where, name, value in given:
-        per_modality = isinstance(RANGES.get(name), PerModality) and isinstance(value, Mapping)
+        per_modality = isinstance(ranges.get(name), PerModality) and isinstance(value, Mapping)
         unknown = unknown_modalities(value, known) if per_modality else []
         if unknown:
             raise AvddError(f"{experiment.source}: {where} names {', '.join(unknown)}, which no cell of this grid "
@@ -362,7 +360,8 @@ def validate(experiment: Experiment) -> None:
     if not v["grid"]:
         raise AvddError(f"{where}: grid is empty; it needs at least a method axis")
     given = list(given_settings(experiment))
-    found = [p for label, name, value in given if (p := problem(name, value, label))]
+    ranges = method_ranges()  # a method's range where it declares one, else avdd/ranges.py's
+    found = [p for label, name, value in given if (p := problem(name, value, label, spec=ranges.get(name)))]
     if found:
         raise AvddError(f"{where}: {'; '.join(found)}")
     if v["retrieval"]["space"] not in SPACES:

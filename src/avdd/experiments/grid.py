@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from avdd.errors import AvddError
-from avdd.experiments.config import CELL_AXES, Experiment, parse_modalities
+from avdd.experiments.config import CELL_AXES, Experiment
+from avdd.ranges import parse_modalities
 
 WHOLE_DATA = "whole data"  # the method label of the whole-data row
 DEFAULTS = {"modalities": "audio+frame", "fusion": "ensemble"}

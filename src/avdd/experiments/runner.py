@@ -150,14 +150,15 @@ class Runner:
     def distill_step(self, cell: Cell) -> Step:
         """The cell's distillation: common schedule settings the method takes, its own block, the grid."""
         view = self.experiment.view
-        taken = get_method(cell.method).settings
+        method = get_method(cell.method)
+        taken = method.setting_names
         block = dict(view["methods"].get(cell.method, {}))
         needs = tuple(Step(name, "+".join(cell.modalities),
                            {"data": self.data_key, "modalities": list(cell.modalities), **block.pop(name)})
                       for name in STEPS if name in block)
         settings = {k: v for k, v in view["distill"].items() if k in taken} | block | cell.method_settings()
-        # only iterative methods (those with iterations) evaluate while distilling
-        intermediate = view["intermediate"] if view["intermediate"]["every"] and "iterations" in taken else None
+        # only iterative methods evaluate while distilling
+        intermediate = view["intermediate"] if view["intermediate"]["every"] and method.iterative else None
         return Step("sets", f"{cell.method}-ipc{cell.ipc}-{'+'.join(cell.modalities)}-s{cell.seed}",
                     {"data": self.data_key, "method": cell.method, "ipc": cell.ipc, "seed": cell.seed,
                      "modalities": list(cell.modalities), "settings": settings, "intermediate": intermediate},
