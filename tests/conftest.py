@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from avdd.data.store import ModalitySpec, Store, write_store
+from avdd.data.store import ModalitySpec, Split, Store, write_store
 from avdd.distill.synthetic import DivergedError
 
 
@@ -106,3 +106,12 @@ def assert_nan_stops_the_run(make_run, checkpoint: Path, iterations: int, modali
     with pytest.raises(DivergedError, match=message):
         run.run(checkpoint=checkpoint, progress=False)
     assert checkpoint.read_bytes() == good
+
+
+def assert_one_networks_accuracy(accuracy: dict, test: Split) -> None:
+    """``accuracy`` (a result's mean, std and runs) is that of one network: a whole number of
+    ``test``'s samples classified correctly, out of all of them."""
+    (run,) = accuracy["runs"]
+    assert accuracy["mean"] == run and accuracy["std"] == 0.0
+    correct = run * len(test)
+    assert correct == pytest.approx(round(correct)) and 0 <= round(correct) <= len(test)

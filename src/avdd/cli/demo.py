@@ -6,10 +6,10 @@ import argparse
 from pathlib import Path
 
 from avdd.cli.common import add_device_option, setting
+from avdd.demo import DemoSettings, run_demo
 from avdd.device import resolve_device
 from avdd.experiments.runner import TABLES
 from avdd.outputs import claim_output
-from avdd.quickstart import DemoSettings, run_demo
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

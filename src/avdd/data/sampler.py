@@ -1,4 +1,4 @@
-"""Moving stored samples to the device as normalised float tensors, and per-class batches."""
+"""Moving stored samples to the device as normalised float tensors."""
 
 from __future__ import annotations
 
@@ -31,35 +31,3 @@ def load_batch(
         for m in modalities
     }
 
-
-class ClassSampler:
-    """Draws random batches of one class from a (memory-mapped) split.
-
-    ``sample(c, n)`` returns min(n, class size) distinct samples of class ``c``, drawn with the
-    sampler's own ``torch.Generator`` so that runs are reproducible without touching global RNG.
-    """
-
-    def __init__(
-        self,
-        split: Split,
-        modalities: Sequence[str],
-        device: torch.device | str = "cpu",
-        generator: torch.Generator | None = None,
-    ) -> None:
-        self.split = split
-        self.modalities = tuple(modalities)
-        self.device = torch.device(device)
-        self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
-        self.class_indices = split.class_indices
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_indices)
-
-    def indices(self, c: int, n: int) -> np.ndarray:
-        pool = self.class_indices[c]
-        pick = torch.randperm(len(pool), generator=self.generator)[:n].numpy()
-        return pool[pick]
-
-    def sample(self, c: int, n: int) -> dict[str, torch.Tensor]:
-        return load_batch(self.split, self.indices(c, n), self.modalities, self.device)
