@@ -41,12 +41,9 @@ class Setting:
     range: Spec
     default: Any
 
-    @property
-    def flag(self) -> str:
-        return flag_of(self.name)
-
 
 def flag_of(name: str) -> str:
+    """The CLI flag of setting ``name``."""
     return "--" + name.replace("_", "-")
 
 
@@ -82,18 +79,17 @@ def settings_of(cls: type) -> tuple[Setting, ...]:
     return tuple(found)
 
 
-def value_at(obj: Any, path: Iterable[str]) -> Any:
+def _value_at(obj: Any, path: Iterable[str]) -> Any:
     for part in path:
         obj = getattr(obj, part)
     return obj
 
 
-def check(what: str, obj: Any, **extra: Any) -> None:
-    """Raise one AvddError listing every setting of ``obj`` (and of ``extra``: settings it holds
-    otherwise) outside its range; None is accepted only where it is the default."""
+def check(what: str, obj: Any) -> None:
+    """Raise one AvddError listing every setting of ``obj`` outside its range (None is accepted only
+    where it is the default): for a settings dataclass built directly, not through ``build``."""
     found = [p for s in settings_of(type(obj))
-             if (p := problem(s.name, value_at(obj, s.path), none_ok=s.default is None, spec=s.range))]
-    found += [p for name, value in extra.items() if (p := problem(name, value))]
+             if (p := problem(s.name, _value_at(obj, s.path), none_ok=s.default is None, spec=s.range))]
     if found:
         raise AvddError(f"invalid {what} settings: {'; '.join(found)}")
 
