@@ -12,11 +12,13 @@ import math
 import wave
 from functools import lru_cache
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 
 from avdd.errors import AvddError
+from avdd.files import write_atomic
 
 SAMPLE_RATE = 11_000
 CLIP_SAMPLES = SAMPLE_RATE  # one second
@@ -165,8 +167,12 @@ def read_wav(path: Path) -> tuple[torch.Tensor, int]:
 def write_wav(path: Path, waveform: torch.Tensor, sample_rate: int) -> None:
     """Write a mono waveform in [-1, 1] (clipped beyond) as 16-bit PCM WAV."""
     pcm = (waveform.detach().cpu().to(torch.float64).clamp(-1.0, 1.0) * 32767.0).round().to(torch.int16)
-    with wave.open(str(path), "wb") as f:
-        f.setnchannels(1)
-        f.setsampwidth(2)
-        f.setframerate(sample_rate)
-        f.writeframes(pcm.numpy().astype("<i2").tobytes())
+
+    def write(file: BinaryIO) -> None:
+        with wave.open(file, "wb") as f:
+            f.setnchannels(1)
+            f.setsampwidth(2)
+            f.setframerate(sample_rate)
+            f.writeframes(pcm.numpy().astype("<i2").tobytes())
+
+    write_atomic(path, write)

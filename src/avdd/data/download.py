@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import urllib.request
 from pathlib import Path
+from typing import BinaryIO
 
 from avdd.errors import AvddError
-from avdd.files import temp_file
+from avdd.files import write_atomic
+
+BLOCK = 1 << 20  # bytes read at a time
 
 
 def cache_dir() -> Path:
@@ -23,24 +25,26 @@ def cache_dir() -> Path:
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
+        for block in iter(lambda: f.read(BLOCK), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
 def download(url: str, dest: Path, sha256: str | None = None, timeout: float = 60.0) -> Path:
-    """Download ``url`` to ``dest`` (via a temporary file), verifying ``sha256`` when given."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = temp_file(dest.parent, f".{dest.name}.")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            shutil.copyfileobj(response, out)
-        if sha256 is not None and (got := sha256_file(tmp)) != sha256:
+    """Download ``url`` to ``dest`` atomically, verifying ``sha256`` when given: a file that does not
+    match is never renamed into place."""
+
+    def fetch(out: BinaryIO) -> None:
+        digest = hashlib.sha256()
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                for block in iter(lambda: response.read(BLOCK), b""):
+                    digest.update(block)
+                    out.write(block)
+        except OSError as err:  # URLError is an OSError
+            raise AvddError(f"could not download {url}: {err}") from None
+        if sha256 is not None and (got := digest.hexdigest()) != sha256:
             raise AvddError(f"{url}: checksum mismatch (expected {sha256}, got {got}); not using it")
-        os.replace(tmp, dest)
-    except OSError as err:  # URLError is an OSError
-        raise AvddError(f"could not download {url}: {err}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    write_atomic(dest, fetch)
     return dest

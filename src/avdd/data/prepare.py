@@ -34,7 +34,7 @@ from avdd.data.audio import SPECTROGRAM_SHAPE
 from avdd.data.store import ModalitySpec, Store, StoreWriter, check_name
 from avdd.data.video import DECODE_ERROR, Seconds, Skipped, decode_clip
 from avdd.errors import AvddError
-from avdd.files import write_atomic
+from avdd.files import write_atomic, write_json, write_text_atomic
 from avdd.outputs import check_store_output
 from avdd.ranges import check_settings
 
@@ -149,7 +149,7 @@ def _open_work(out: Path, fingerprint: str) -> Path:
             )
     else:
         (work / "results").mkdir(parents=True, exist_ok=True)
-        plan.write_text(json.dumps({"fingerprint": fingerprint}) + "\n")
+        write_json(plan, {"fingerprint": fingerprint})
     return work
 
 
@@ -251,7 +251,7 @@ def _assemble(
             total, total_sq, count = total + audio.sum(), total_sq + (audio**2).sum(), count + audio.size
     if sizes["train"] == 0:
         report = work_dir(out) / SKIPPED_FILE
-        report.write_text(_report(skipped_rows), encoding="utf-8", newline="")
+        write_text_atomic(report, _report(skipped_rows))
         raise AvddError(f"{name}: no usable train sample (see {report} for why each was skipped)")
     mean = total / count
     std = float(np.sqrt(max(total_sq / count - mean**2, 0.0))) or 1.0

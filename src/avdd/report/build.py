@@ -20,7 +20,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib.image
 import torch
 
 from avdd.data.store import Store, open_store
@@ -30,7 +29,7 @@ from avdd.experiments.runner import RESULTS, read_results
 from avdd.experiments.tables import build_table, format_label, format_value, to_html
 from avdd.files import write_text_atomic
 from avdd.report.embed import random_encoder_features
-from avdd.report.figures import accuracy_figure, class_grid, loss_figure, projection_figure
+from avdd.report.figures import accuracy_figure, class_grid, loss_figure, projection_figure, save_image
 from avdd.report.html import Sample, Section, render_page
 from avdd.report.projection import project
 from avdd.report.samples import ClassSamples, training_samples, view
@@ -112,7 +111,7 @@ def thumbnails(store: Store, samples: ClassSamples, folder: Path, rel: str,
             for m, x in per_class.items():
                 pixels, style = view(m, store.modalities[m], x[k])
                 file = f"{c:03d}-{k}-{m}.png"
-                matplotlib.image.imsave(folder / file, pixels, **{a: v for a, v in style.items() if a != "aspect"})
+                save_image(pixels, style, folder / file)
                 images.append((m, f"{rel}/thumbs/{file}"))
             sound = f"{rel}/audio/{sounds[c][k].name}" if c < len(sounds) and k < len(sounds[c]) else None
             row.append(Sample(images, sound))

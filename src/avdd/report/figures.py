@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.image
 import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -19,6 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from avdd.data.store import Store
+from avdd.files import write_atomic
 from avdd.report.samples import ClassSamples, view
 
 DPI = 100
@@ -36,9 +38,15 @@ def class_colours(labels: torch.Tensor, classes: int) -> np.ndarray:
 
 
 def save(fig: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=DPI, format="png")
+    write_atomic(path, lambda f: fig.savefig(f, dpi=DPI, format="png"))
+    return path
+
+
+def save_image(pixels: np.ndarray, style: Mapping[str, Any], path: Path) -> Path:
+    """One picture as a PNG of its own pixels (no axes), in the colours ``style`` gives ``imshow``."""
+    options = {a: v for a, v in style.items() if a != "aspect"}  # imsave draws pixels 1:1
+    write_atomic(path, lambda f: matplotlib.image.imsave(f, pixels, format="png", **options))
     return path
 
 
