@@ -46,7 +46,7 @@ def mel_filterbank(
     f_max = sample_rate / 2 if f_max is None else f_max
     all_freqs = np.linspace(0.0, sample_rate // 2, n_freqs)
     mel_points = np.linspace(hz_to_mel(f_min), hz_to_mel(f_max), n_mels + 2)
-    f_points = mel_to_hz(mel_points)
+    f_points = np.asarray(mel_to_hz(mel_points))
     f_diff = np.diff(f_points)
     slopes = f_points[None, :] - all_freqs[:, None]
     down = -slopes[:, :-2] / f_diff[:-1]

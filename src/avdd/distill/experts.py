@@ -141,7 +141,8 @@ def train_expert(
     protocol = config.protocol()
     generators = network_generators(config.seed, index, device)
     model = protocol_network(store, protocol, generators["init"], device)
-    trajectory, losses = [flatten_parameters(model)], []
+    trajectory = [flatten_parameters(model)]
+    losses: list[float] = []
 
     def on_epoch(loss: float) -> None:
         if not math.isfinite(loss):

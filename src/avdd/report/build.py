@@ -29,7 +29,7 @@ from avdd.experiments.runner import RESULTS, read_results
 from avdd.experiments.tables import build_table, format_label, format_value, to_html
 from avdd.files import write_text_atomic
 from avdd.report.embed import random_encoder_features
-from avdd.report.figures import accuracy_figure, class_grid, loss_figure, projection_figure, save_image
+from avdd.report.figures import Points, accuracy_figure, class_grid, loss_figure, projection_figure, save_image
 from avdd.report.html import Sample, Section, render_page
 from avdd.report.projection import project
 from avdd.report.samples import ClassSamples, training_samples, view
@@ -86,7 +86,7 @@ class RealEmbeddings:
 
 
 def projection_points(store: Store, samples: ClassSamples, method: str,
-                      reals: RealEmbeddings) -> dict[str, tuple[torch.Tensor, ...]]:
+                      reals: RealEmbeddings) -> dict[str, Points]:
     """Per modality, 2-D coordinates and labels of real training samples and the set's samples."""
     real = source_of(store)
     points = {}

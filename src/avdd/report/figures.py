@@ -77,7 +77,10 @@ def class_grid(samples: ClassSamples, store: Store, modality: str, path: Path, t
     return save(fig, path)
 
 
-def projection_figure(points: Mapping[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]],
+Points = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # real xy, labels, synthetic xy, labels
+
+
+def projection_figure(points: Mapping[str, Points],
                       class_names: Sequence[str], path: Path, title: str) -> Path:
     """Per modality: real samples (small dots) and synthetic ones (large outlined stars), coloured by
     class. ``points[m]`` = (real xy, real labels, synthetic xy, synthetic labels)."""

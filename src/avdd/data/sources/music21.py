@@ -16,12 +16,13 @@ from avdd.data.sources import Option
 from avdd.data.sources.common import ROOT_OPTION, VideoIndex, pinned_file, read_table, register_video_source
 from avdd.data.sources.vggs10k import AVDD_COMMIT
 from avdd.data.store import check_name
+from avdd.data.video import Seconds
 
 CSV_URL = f"https://raw.githubusercontent.com/sakshamsingh1/AVDD/{AVDD_COMMIT}/preprocess/meta_data/music_21.csv"
 CSV_SHA256 = "674070dc3c36333c63c82cc6bc3f31c1f3e0e7d158509aca8355083d0153e2a9"
 
 
-def list_music21(root: Path, csv: Path | None = None, seconds: str = "center") -> ClipList:
+def list_music21(root: Path, csv: Path | None = None, seconds: Seconds = "center") -> ClipList:
     csv = csv or pinned_file("music_21.csv", CSV_URL, CSV_SHA256)
     index = VideoIndex(root)
     clips = [Clip(index.find(r["vid"]), r["label"], check_name(r["split"], "split", f"{csv}:{line}"), seconds)
