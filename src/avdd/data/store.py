@@ -148,7 +148,7 @@ def _is_real(value: object) -> bool:
 def _real(value: object, key: str) -> float:
     if not _is_real(value):
         raise ValueError(f"{key} must be a number, got {_show(value)}")
-    return float(value)  # type: ignore[arg-type]
+    return float(value)
 
 
 def _items(data: Mapping[str, Any], key: str, is_item: Any, what: str) -> list[Any]:
