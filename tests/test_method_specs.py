@@ -29,7 +29,7 @@ class Toy:
 class ToyWithGamma(Toy):
     """The same, plus one field: the only edit adding a setting takes."""
 
-    gamma: int = field(default=3, metadata=setting("the toy's new knob", COUNT))
+    gamma: int = field(default=3, metadata=setting("the toy's new knob (100% new)", COUNT))
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def test_a_new_field_is_a_cli_flag_with_its_help_range_and_default(toy, capsys):
     with pytest.raises(SystemExit):
         main(["distill", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
-    assert "--gamma GAMMA [toy] the toy's new knob; an integer ≥ 1; default 3" in help_text
+    assert "--gamma GAMMA [toy] the toy's new knob (100% new); an integer ≥ 1; default 3" in help_text
     with pytest.raises(SystemExit):
         main(["distill", "--data", "x", "--method", "toy", "--ipc", "1", "--out", "y", "--gamma", "0"])
     assert "argument --gamma: must be an integer ≥ 1, got '0'" in capsys.readouterr().err

@@ -48,7 +48,8 @@ def setting_help(declared: list[tuple[str, Setting]]) -> str:
     else:
         default = "default " + ", ".join(f"{' and '.join(ms)} {value}" for value, ms in defaults.items())
     methods = ", ".join(m for m, _ in declared)
-    return f"[{methods}] {first.help}; {first.range.describe()}; {default}"
+    text = f"[{methods}] {first.help}; {first.range.describe()}; {default}"
+    return text.replace("%", "%%")  # argparse %-formats help texts
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
