@@ -3,8 +3,9 @@
 Needs the shared data (``AVDD_DATA``), and fails rather than skips without it.
 """
 
-from avdd.data.sources import DATASETS
-from avdd.evaluate.recognition import EvalConfig, evaluate_recognition
+from avdd.data.sources.registry import DATASETS
+from avdd.evaluate.recognition import evaluate_recognition
+from avdd.training.protocol import EvalConfig
 
 
 def test_frame_network_learns_avdigits_above_chance(tmp_path_factory):

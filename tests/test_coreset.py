@@ -3,7 +3,7 @@ import itertools
 import numpy as np
 import torch
 
-from avdd.distill.coreset import covering_radius, herding_order, kcenter_order
+from avdd.distill.coreset import herding_order, kcenter_order
 from avdd.distill.embedding import joint_embedding
 
 
@@ -47,6 +47,12 @@ def test_selection_is_nested_across_sizes():
         assert select(x, 1).tolist() == ipc20[:1]
         assert select(x, 10).tolist() == ipc20[:10]
         assert len(set(ipc20)) == 20
+
+
+def covering_radius(features: torch.Tensor, centres: torch.Tensor) -> float:
+    """The k-center objective: max over samples of the distance to the nearest of ``features[centres]``."""
+    d = torch.cdist(features.double(), features[centres].double())
+    return float(d.min(dim=1).values.max())
 
 
 def test_kcenter_radius_never_increases():

@@ -1,7 +1,7 @@
 import avdd.experiments.runner as runner
 from avdd.demo import METHODS, DemoSettings, run_demo
-from avdd.evaluate.recognition import EvalConfig
 from avdd.experiments.tables import format_value
+from avdd.training.protocol import EvalConfig
 from conftest import assert_one_networks_accuracy
 
 

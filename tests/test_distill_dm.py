@@ -11,10 +11,10 @@ import torch
 from avdd.data.augment import Draw
 from avdd.distill import dm
 from avdd.distill.dm import MatchingConfig, MatchingRun
-from avdd.distill.factor import expand_tiles
 from avdd.distill.matching import MatchingWeights, class_means, matching_terms, weighted_total
 from avdd.distill.synthetic import pack_tiles
 from avdd.errors import AvddError
+from avdd.training.factor import expand_tiles
 from conftest import assert_nan_stops_the_run
 
 AV = ("audio", "frame")

@@ -10,7 +10,8 @@ import pytest
 from avdd.cli import main
 from avdd.data.store import open_store
 from avdd.distill import api
-from avdd.distill.base import LOG_FILE, method_names
+from avdd.distill.registry import METHODS
+from avdd.distill.result import LOG_FILE
 from avdd.errors import AvddError
 from conftest import assert_one_networks_accuracy
 
@@ -31,7 +32,7 @@ def settings_for(method: str, request: pytest.FixtureRequest) -> dict:
 
 
 def test_every_method_is_covered():
-    assert sorted(FAST) == method_names()
+    assert sorted(FAST) == METHODS.names()
 
 
 @pytest.mark.parametrize("method", sorted(FAST))

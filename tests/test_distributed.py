@@ -28,14 +28,15 @@ from avdd.cli import main
 from avdd.data.store import Store, open_store
 from avdd.device import resolve_device
 from avdd.distill import api
-from avdd.distill.base import LOG_FILE, SyntheticSet, merge_shards
 from avdd.distill.checkpoint import load_checkpoint
 from avdd.distill.dm import MatchingConfig, MatchingRun
 from avdd.distill.matching import MatchingWeights
+from avdd.distill.result import LOG_FILE, SyntheticSet, merge_shards
 from avdd.distributed import Job, balanced_shards
 from avdd.errors import AvddError
-from avdd.evaluate.recognition import EvalConfig, evaluate_recognition
+from avdd.evaluate.recognition import evaluate_recognition
 from avdd.evaluate.retrieval import evaluate_retrieval
+from avdd.training.protocol import EvalConfig
 from conftest import make_tiny_store
 
 AV = ("audio", "frame")
@@ -56,13 +57,14 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def torchrun(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """``torchrun --standalone --nproc-per-node 2 -m avdd ARGV`` with this checkout's avdd."""
+def torchrun(*argv: str, kill_at: str = "") -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc-per-node 2 -m avdd ARGV`` with this checkout's avdd; ``kill_at``
+    "RANK:N" runs it through tests/kill_rank.py instead (that process dies after iteration N)."""
     src = str(Path(avdd.__file__).parents[1])
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
-                   "OMP_NUM_THREADS": "1", **(env or {})}
+                   "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "-m", "avdd", *argv]
+               *([str(Path(__file__).with_name("kill_rank.py")), kill_at] if kill_at else ["-m", "avdd"]), *argv]
     # the timeout only keeps a hung job from hanging the suite
     return subprocess.run(command, env=environment, capture_output=True, text=True, timeout=600)
 
@@ -120,7 +122,7 @@ def test_two_processes_distill_the_store_one_process_does(source, serial_set, tm
 
 def test_a_killed_rank_is_resumed_by_rerunning_the_command(source, serial_set, tmp_path):
     out = tmp_path / "set"
-    killed = torchrun(*distill_argv(source, out), env={api.KILL_HOOK_ENV: "1:3"})
+    killed = torchrun(*distill_argv(source, out), kill_at="1:3")
     assert killed.returncode != 0
     assert not out.exists()  # no partial store
     rank1 = api.checkpoint_path(out, Job(1, 2))

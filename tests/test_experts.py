@@ -9,10 +9,11 @@ import torch
 
 from avdd.cli import main
 from avdd.distill import experts as experts_module
-from avdd.distill.experts import MANIFEST, ExpertConfig, ExpertSet, expert_file, train_experts
+from avdd.distill.experts import ExpertConfig, ExpertSet, expert_file, train_experts
 from avdd.errors import AvddError
-from avdd.evaluate.recognition import accuracy_on, network_generators, protocol_network
+from avdd.formats import EXPERTS_MANIFEST
 from avdd.models.flat import flatten_parameters
+from avdd.training.protocol import accuracy_on, network_generators, protocol_network
 from conftest import TINY_EXPERTS, make_tiny_store
 
 SMALL = {**TINY_EXPERTS, "epochs": 2}
@@ -28,7 +29,7 @@ def test_trajectory_holds_the_initialisation_and_every_epoch(tiny_store, tiny_ex
     torch.testing.assert_close(trajectory[0], flatten_parameters(init), rtol=0, atol=0)
     steps = (trajectory[1:] - trajectory[:-1]).norm(dim=1)
     assert (steps > 0).all()  # every epoch moved the network
-    manifest = json.loads((tiny_experts.path / MANIFEST).read_text())
+    manifest = json.loads((tiny_experts.path / EXPERTS_MANIFEST).read_text())
     assert manifest["data"]["classes"] == tiny_store.class_names
     assert manifest["parameters"][0] == ["encoders.audio.features.0.weight", [8, 1, 3, 3]]
     assert manifest["parameters"][-1][0].startswith("head.")  # encoders and head form one vector
@@ -62,7 +63,7 @@ def test_interrupted_experts_resume_to_identical_files(tiny_store, tmp_path, mon
     dying = True
     with pytest.raises(KeyboardInterrupt):
         train_experts(tiny_store, out, config, progress=False)
-    assert {p.name for p in out.iterdir()} == {MANIFEST, expert_file(0)}  # no partial files
+    assert {p.name for p in out.iterdir()} == {EXPERTS_MANIFEST, expert_file(0)}  # no partial files
     first = (out / expert_file(0)).stat().st_mtime_ns
     calls.clear()
     dying = False

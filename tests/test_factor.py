@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from avdd.distill.factor import expand_factor, expand_tiles
 from avdd.errors import AvddError
+from avdd.training.factor import expand_factor, expand_tiles
 
 
 def test_constant_quadrants_expand_to_constant_samples_in_tile_major_order():

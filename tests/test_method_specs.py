@@ -9,9 +9,10 @@ import pytest
 
 from avdd.cli import main
 from avdd.data.store import open_store
-from avdd.distill.base import METHODS, MethodSpec, RunContext, SyntheticSet, get_method
 from avdd.distill.coreset import SelectionSettings
 from avdd.distill.dm import AVDDSettings, DMSettings
+from avdd.distill.registry import METHODS, MethodSpec, RunContext
+from avdd.distill.result import SyntheticSet
 from avdd.distill.spec import build, setting, settings_of
 from avdd.errors import AvddError
 from avdd.experiments.config import resolve, view_schema
@@ -39,7 +40,7 @@ def toy(monkeypatch):
 
     def run(context: RunContext, settings: ToyWithGamma) -> SyntheticSet:
         received.append(settings)
-        random = get_method("random")
+        random = METHODS.get("random")
         return random.run(context, random.build({}, "random"))
 
     monkeypatch.setitem(METHODS._entries, "toy", MethodSpec(ToyWithGamma, run, "a throwaway method"))

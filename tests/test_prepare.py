@@ -11,7 +11,7 @@ import pytest
 
 from avdd.cli import main
 from avdd.data import prepare
-from avdd.data.sources import PREPARE_SOURCES
+from avdd.data.sources.registry import PREPARE_SOURCES
 from avdd.data.store import Store, open_store
 from avdd.errors import AvddError
 

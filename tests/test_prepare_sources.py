@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from avdd.data import download
-from avdd.data.sources import PREPARE_SOURCES, ave, csvfile, folder, music21, reference_pt, vggs10k, vggsound
+from avdd.data.sources import ave, csvfile, folder, music21, reference_pt, vggs10k, vggsound
 from avdd.data.sources.common import stratified_split
+from avdd.data.sources.registry import PREPARE_SOURCES
 from avdd.errors import AvddError
 
 LONG_CLIP = "video_with_failing_audio.mp4"  # 11 s, with sound in seconds 0-4: second 4 is usable

@@ -5,15 +5,10 @@ import pytest
 import torch
 
 from avdd.errors import AvddError
-from avdd.evaluate.recognition import (
-    EvalConfig,
-    evaluate_recognition,
-    load_training_set,
-    network_generators,
-    summarise,
-    train_network,
-)
+from avdd.evaluate.recognition import evaluate_recognition, summarise
 from avdd.models.fusion import build_classifier
+from avdd.training.inputs import load_training_set
+from avdd.training.protocol import EvalConfig, network_generators, train_network
 from conftest import make_tiny_store
 
 TINY = {"width": 8, "grid": 2, "batch_size": 8}

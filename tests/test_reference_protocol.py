@@ -14,9 +14,10 @@ from torch import nn
 
 from avdd.data.augment import DSA, DSAParams
 from avdd.errors import AvddError
-from avdd.evaluate.recognition import PROTOCOLS, EvalConfig, decays_after, network_inputs, train_network
 from avdd.models.convnet import ConvNet, layout_overrides, reference_config
 from avdd.models.fusion import build_classifier
+from avdd.training.inputs import network_inputs
+from avdd.training.protocol import PROTOCOLS, EvalConfig, decays_after, train_network
 from test_augment import batch, draw_of
 
 AUDIO, FRAME = (1, 128, 56), (3, 224, 224)

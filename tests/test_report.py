@@ -13,7 +13,7 @@ from avdd.cli import main
 from avdd.data.audio import SAMPLE_RATE, SPECTROGRAM_SHAPE, clip_to_spectrogram, read_wav
 from avdd.data.store import ModalitySpec, open_store, write_store
 from avdd.distill.api import distill
-from avdd.distill.base import SyntheticSet, save_synthetic
+from avdd.distill.result import SyntheticSet, save_synthetic
 from avdd.errors import AvddError
 from avdd.experiments.config import resolve
 from avdd.experiments.runner import run_experiment

@@ -6,9 +6,9 @@ import torch
 
 from avdd.cli import main
 from avdd.errors import AvddError
-from avdd.evaluate.recognition import EvalConfig
 from avdd.evaluate.retrieval import embed_pairs, evaluate_retrieval, stratified_subset
 from avdd.models.fusion import build_classifier
+from avdd.training.protocol import EvalConfig
 
 
 def test_subset_is_stratified_seeded_and_distinct(tiny_store):

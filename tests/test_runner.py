@@ -9,7 +9,7 @@ import pytest
 import avdd.experiments.runner as runner
 from avdd.cli import main
 from avdd.distill.api import distill as real_distill
-from avdd.distill.base import METHODS, MethodSpec, RunContext, get_method
+from avdd.distill.registry import METHODS, MethodSpec, RunContext
 from avdd.distill.spec import setting
 from avdd.errors import AvddError
 from avdd.experiments.config import resolve
@@ -91,7 +91,7 @@ def test_outputs_tables_and_the_failing_cell_reported_while_others_go_on(tiny_st
 
 
 def test_a_method_needing_experts_gets_them_once_or_fails_clearly(tiny_store, tmp_path, calls, monkeypatch):
-    coreset = get_method("random")
+    coreset = METHODS.get("random")
 
     @dataclass(frozen=True)
     class NeedsExperts:  # a stand-in for MTT: needs an experts directory

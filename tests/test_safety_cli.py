@@ -20,15 +20,15 @@ from avdd.data.sources.avdigits import build_avdigits
 from avdd.data.sources.common import stratified_split
 from avdd.device import resolve_device
 from avdd.distill.api import distill
-from avdd.distill.base import get_method
 from avdd.distill.dm import MatchingConfig
 from avdd.distill.experts import ExpertConfig
 from avdd.distill.matching import MatchingWeights
 from avdd.distill.mtt import MTTConfig
+from avdd.distill.registry import METHODS
 from avdd.errors import AvddError
-from avdd.evaluate.recognition import EvalConfig
 from avdd.evaluate.retrieval import evaluate_retrieval
 from avdd.ranges import RANGES, Number
+from avdd.training.protocol import EvalConfig
 from conftest import make_tiny_store
 
 
@@ -188,7 +188,7 @@ def test_settings_dataclasses_refuse_bad_numbers(make, message):
 
 def test_the_defaults_are_within_their_ranges():
     for method in ("dm", "avdd"):
-        get_method(method).build({}, method).config()
+        METHODS.get(method).build({}, method).config()
     MTTConfig(step_size=None)
     ExpertConfig()
     MatchingConfig(encoder={"width": 8})

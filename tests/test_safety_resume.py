@@ -23,10 +23,10 @@ import yaml
 from avdd.cli import interrupted_message, main
 from avdd.data.store import open_store
 from avdd.distill import api
-from avdd.distill.base import get_method
 from avdd.distill.checkpoint import interrupts_deferred, load_checkpoint, save_checkpoint
 from avdd.distill.dm import MatchingRun
 from avdd.distill.experts import ExpertSet, expert_file
+from avdd.distill.registry import METHODS
 from avdd.errors import AvddError
 from conftest import make_tiny_store
 
@@ -35,7 +35,7 @@ DM = ["--method", "dm", "--ipc", "1", "--width", "8", "--batch-real", "4", "-q"]
 
 
 def dm_run(store, iterations: int, **settings) -> MatchingRun:
-    config = get_method("dm").build({"iterations": iterations, "batch_real": 4, "width": 8, **settings}, "dm").config()
+    config = METHODS.get("dm").build({"iterations": iterations, "batch_real": 4, "width": 8, **settings}, "dm").config()
     return MatchingRun(store.split("train"), AV, 1, 0, config)
 
 

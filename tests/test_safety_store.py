@@ -22,12 +22,13 @@ import torch
 from avdd.cli import main
 from avdd.data.prepare import Clip, ClipList, prepare_clips, work_dir
 from avdd.data.sources import csvfile, music21, reference_pt, vggsound
-from avdd.data.store import META_FILE, StoreWriter, open_store, remove_stale_partials, write_store
+from avdd.data.store import StoreWriter, open_store, remove_stale_partials, write_store
 from avdd.distill.api import distill
-from avdd.distill.base import LOG_FILE, SyntheticSet, save_synthetic
 from avdd.distill.coreset import coreset_set
 from avdd.distill.experts import ExpertConfig, train_experts
+from avdd.distill.result import LOG_FILE, SyntheticSet, save_synthetic
 from avdd.errors import AvddError
+from avdd.formats import META_FILE
 from conftest import TINY_SPECS, make_tiny_store
 
 

@@ -5,9 +5,10 @@ import stat
 import numpy as np
 import pytest
 
-from avdd.data.store import META_FILE, ModalitySpec, StoreWriter, open_store, write_store
+from avdd.data.store import ModalitySpec, StoreWriter, open_store, write_store
 from avdd.errors import AvddError
 from avdd.files import write_text_atomic
+from avdd.formats import META_FILE
 from conftest import make_tiny_store
 
 MODALITIES = {

@@ -1,8 +1,5 @@
 """avdd: audio-visual dataset distillation."""
 
-from importlib.metadata import PackageNotFoundError, version
+from avdd.version import __version__
 
-try:
-    __version__ = version("avdd")
-except PackageNotFoundError:  # running from a source tree without installing
-    __version__ = "0.0.0+unknown"
+__all__ = ["__version__"]

@@ -26,6 +26,7 @@ from typing import Any
 
 from avdd.errors import AvddError
 from avdd.files import rename_new, swap_in, write_error, write_text_atomic
+from avdd.formats import EXPERTS_FORMAT, EXPERTS_MANIFEST, META_FILE, STORE_FORMAT
 
 STORE, JSON_FILE = "store", "json"
 FOLDER_KINDS = ("run", "experts", "report", "listen")  # folders a verb adds to, named after the verb
@@ -52,18 +53,14 @@ def _has_format(path: Path, fmt: str) -> bool:
 
 def made_by(path: Path) -> str | None:
     """What avdd made at ``path``: ``"store"``, one of FOLDER_KINDS, or None (not avdd's, or nothing)."""
-    from avdd.data.store import FORMAT, META_FILE  # store.py imports this module
-    from avdd.distill.experts import FORMAT as EXPERTS_FORMAT
-    from avdd.distill.experts import MANIFEST
-
     if not path.is_dir():
         return None
     marker = _json_object(path / MARKER)
     if marker is not None and marker.get("format") == MARKER_FORMAT and marker.get("kind") in FOLDER_KINDS:
         return str(marker["kind"])
-    if _has_format(path / META_FILE, FORMAT):
+    if _has_format(path / META_FILE, STORE_FORMAT):
         return STORE
-    if _has_format(path / MANIFEST, EXPERTS_FORMAT):
+    if _has_format(path / EXPERTS_MANIFEST, EXPERTS_FORMAT):
         return "experts"
     return _made_before_markers(path)
 

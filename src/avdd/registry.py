@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from avdd.errors import AvddError
@@ -16,13 +15,6 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, T] = {}
-
-    def register(self, name: str) -> Callable[[T], T]:
-        def decorator(obj: T) -> T:
-            self.add(name, obj)
-            return obj
-
-        return decorator
 
     def add(self, name: str, obj: T) -> None:
         if name in self._entries:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from avdd.cli.common import setting
-from avdd.data.sources import DATASETS, DatasetSource, Option
+from avdd.data.sources.registry import DATASETS, DatasetSource, Option
 from avdd.data.store import array_file, open_store
 from avdd.outputs import STORE, claim_output
 from avdd.ranges import RANGES, Number

@@ -11,19 +11,19 @@ from avdd.cli.common import add_device_option, add_per_modality_option, check_mo
 from avdd.cli.data import describe_store
 from avdd.device import resolve_device
 from avdd.distill.api import distill
-from avdd.distill.base import get_method, method_names
+from avdd.distill.registry import METHODS
 from avdd.distill.spec import Setting, flag_of, settings_of
 from avdd.distributed import joined
-from avdd.evaluate.recognition import EvalConfig
 from avdd.outputs import STORE, claim_if
 from avdd.ranges import FLAG, Number, PerModality, parse_modalities
+from avdd.training.protocol import EvalConfig
 
 
 def method_settings() -> dict[str, list[tuple[str, Setting]]]:
     """Every method setting's name -> the (method, setting) pairs that declare it, in flag order."""
     found: dict[str, list[tuple[str, Setting]]] = {}
-    for method in method_names():
-        for s in settings_of(get_method(method).settings):
+    for method in METHODS.names():
+        for s in settings_of(METHODS.get(method).settings):
             found.setdefault(s.name, []).append((method, s))
     return found
 
@@ -71,7 +71,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 
 def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    methods = "\n".join(f"  {name:<9} {get_method(name).summary}" for name in method_names())
+    methods = "\n".join(f"  {name:<9} {METHODS.get(name).summary}" for name in METHODS.names())
     p = verbs.add_parser(
         "distill", parents=[common], help="distill a store into a few samples per class",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -88,8 +88,8 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
                "   (classes split over 8 GPUs)",
     )
     p.add_argument("--data", required=True, type=Path, help="real dataset store (its train split is distilled)")
-    p.add_argument("--method", required=True, choices=method_names(), metavar="METHOD",
-                   help="one of: " + ", ".join(method_names()))
+    p.add_argument("--method", required=True, choices=METHODS.names(), metavar="METHOD",
+                   help="one of: " + ", ".join(METHODS.names()))
     p.add_argument("--ipc", type=setting("ipc"), required=True, help="stored samples per class")
     p.add_argument("--modalities", default="audio,frame", help="comma-separated (default: %(default)s)")
     p.add_argument("--seed", type=setting("seed"), default=0, help="default: %(default)s")

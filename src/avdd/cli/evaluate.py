@@ -8,10 +8,11 @@ from pathlib import Path
 from avdd.cli.common import add_device_option, setting
 from avdd.device import resolve_device
 from avdd.distributed import joined
-from avdd.evaluate.recognition import PROTOCOLS, EvalConfig, evaluate_recognition
+from avdd.evaluate.recognition import evaluate_recognition
 from avdd.files import write_json
 from avdd.outputs import JSON_FILE, claim_if
 from avdd.ranges import parse_modalities
+from avdd.training.protocol import PROTOCOLS, EvalConfig
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

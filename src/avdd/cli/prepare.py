@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from avdd.cli.data import add_source_parsers
-from avdd.data.sources import PREPARE_SOURCES
+from avdd.data.sources.registry import PREPARE_SOURCES
 
 
 def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

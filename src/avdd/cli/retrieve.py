@@ -9,10 +9,10 @@ from pathlib import Path
 from avdd.cli.common import add_device_option, setting
 from avdd.device import resolve_device
 from avdd.distributed import joined
-from avdd.evaluate.recognition import EvalConfig
 from avdd.evaluate.retrieval import SPACES, evaluate_retrieval, format_summary
 from avdd.files import write_json
 from avdd.outputs import JSON_FILE, claim_if
+from avdd.training.protocol import EvalConfig
 
 
 def cmd_retrieve(args: argparse.Namespace) -> int:

@@ -38,11 +38,10 @@ import torch
 
 from avdd.errors import AvddError
 from avdd.files import temp_dir
+from avdd.formats import META_FILE, STORE_FORMAT
 from avdd.outputs import check_store_output, commit_folder
 
-FORMAT = "avdd-store"
 FORMAT_VERSION = 1
-META_FILE = "meta.json"
 # Split and modality names become file names ({split}_{modality}.npy): plain names only, so that no
 # name from a CSV or a meta.json can reach outside the store ("../x") or hide a file (".x").
 PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]+")
@@ -281,7 +280,7 @@ def check_meta(meta: object, where: str) -> None:
     """One AvddError naming ``where`` and the field when ``meta`` is not a store description this
     avdd reads: a field of the wrong type, a split or modality that is not a plain name, two arrays
     with one file name, non-finite statistics. Both reading and writing a store check this."""
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != STORE_FORMAT:
         raise AvddError(f"{where}: not an avdd store description")
     version = meta.get("format_version")
     _require(_is_int(version) and version >= 1, where, "format_version", "a whole number >= 1", version)
@@ -363,7 +362,7 @@ class StoreWriter:
     ) -> None:
         self.out = Path(out)
         self.meta: dict[str, Any] = {
-            "format": FORMAT,
+            "format": STORE_FORMAT,
             "format_version": FORMAT_VERSION,
             "name": name,
             "classes": list(class_names),

@@ -1,1 +1,3 @@
-"""Distillation methods and the parametrisations of synthetic sets."""
+"""Distillation methods; importing the package registers every built-in method in ``METHODS``."""
+
+from avdd.distill import coreset, dm, mtt  # noqa: F401  (each registers itself)

@@ -8,10 +8,8 @@ writes the one store; other methods run on the main process while the others wai
 from __future__ import annotations
 
 import glob
-import os
-import signal
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +18,15 @@ import torch
 from avdd import distributed
 from avdd.data.store import Store, open_store
 from avdd.device import resolve_device
-from avdd.distill.base import MethodSpec, RunContext, SyntheticSet, get_method, merge_shards, save_synthetic
+from avdd.distill.registry import METHODS, MethodSpec, RunContext
+from avdd.distill.result import SyntheticSet, merge_shards, save_synthetic
 from avdd.distributed import Job
 from avdd.errors import AvddError
-from avdd.evaluate.recognition import EvalConfig, evaluate_recognition, factor_of
+from avdd.evaluate.recognition import evaluate_recognition
 from avdd.outputs import check_store_output
 from avdd.ranges import check_settings
-
-# Test hook for rank failures: "RANK:ITERATION" makes that process SIGKILL itself (no clean-up at
-# all, like a lost machine) right after that iteration, before its checkpoint of that iteration.
-KILL_HOOK_ENV = "AVDD_TEST_KILL_AT"
+from avdd.training.factor import factor_of
+from avdd.training.protocol import EvalConfig
 
 
 def checkpoint_path(out: Path, job: Job = distributed.SERIAL) -> Path:
@@ -52,16 +49,6 @@ def _check_checkpoints(out: Path, job: Job, resume: bool) -> None:
                         f"number (this run has {job.world_size}) or delete the file to start over")
 
 
-def _kill_hook(job: Job) -> Callable[[int], None]:
-    rank, _, iteration = os.environ.get(KILL_HOOK_ENV, "").partition(":")
-
-    def maybe_die(done: int) -> None:
-        if rank and (int(rank), int(iteration)) == (job.rank, done):
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return maybe_die
-
-
 def distill(
     data: str | Path,
     out: str | Path,
@@ -80,14 +67,14 @@ def distill(
 ) -> Store | None:
     """Distill the train split of store ``data`` with ``method`` into the store ``out``.
 
-    ``settings`` are the method's own (``get_method(method).setting_names``, flat: ``embed_epochs``);
+    ``settings`` are the method's own (``METHODS.get(method).setting_names``, flat: ``embed_epochs``);
     None means default; the provenance records those given.
     Iterative methods checkpoint beside ``out`` and continue from there with ``resume``; with
     ``eval_every`` K > 0 the synthetic set is evaluated every K iterations (``eval_config``).
     Under a process group every process calls this; the main process returns the store, the others
     None, after it is written.
     """
-    entry = get_method(method)
+    entry = METHODS.get(method)
     chosen = entry.build(settings, method)  # names it does not take, values out of range: errors here
     check_settings("distillation", {"ipc": ipc, "seed": seed, "eval_every": eval_every})
     given = {k: v for k, v in settings.items() if v is not None}
@@ -104,10 +91,8 @@ def distill(
         raise AvddError(f"{store.path}: no modality {missing[0]!r} (has: {', '.join(store.modalities)})")
     dev = resolve_device(device)
     evaluations: list[dict[str, Any]] = []
-    maybe_die = _kill_hook(job)
 
     def after_iteration(run: Any) -> None:
-        maybe_die(run.iteration)
         if eval_every > 0 and run.iteration % eval_every == 0:
             # every process of a sharded run gets here at the same iteration: all evaluate the whole set
             part = SyntheticSet(run.stored(), run.labels, factor=run.config.factor).cpu()

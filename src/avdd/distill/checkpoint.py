@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from avdd.data.store import META_FILE, Store, array_file, labels_file
+from avdd.data.store import Store, array_file, labels_file
 from avdd.errors import AvddError
 from avdd.files import write_atomic
+from avdd.formats import META_FILE
 
 PLAIN = (str, int, float, bool, type(None), torch.Tensor)
 

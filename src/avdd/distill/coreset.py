@@ -13,13 +13,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from avdd.data.sampler import read_stored
 from avdd.data.store import Store
-from avdd.distill.base import METHODS, MethodSpec, RunContext, SyntheticSet
 from avdd.distill.embedding import EmbeddingConfig, train_split_embeddings
+from avdd.distill.registry import METHODS, MethodSpec, RunContext
+from avdd.distill.result import SyntheticSet
 from avdd.distill.spec import nested
 from avdd.errors import AvddError
 from avdd.seeding import generator
+from avdd.training.inputs import read_stored
 
 
 def herding_order(features: torch.Tensor, k: int) -> torch.Tensor:
@@ -64,12 +65,6 @@ def kcenter_order(features: torch.Tensor, k: int) -> torch.Tensor:
         order.append(i)
         nearest = torch.minimum(nearest, ((x - x[i]) ** 2).sum(dim=1))
     return torch.tensor(order, dtype=torch.long)
-
-
-def covering_radius(features: torch.Tensor, centres: torch.Tensor) -> float:
-    """max over samples of the distance to the nearest of ``features[centres]``."""
-    d = torch.cdist(features.double(), features[centres].double())
-    return float(d.min(dim=1).values.max())
 
 
 SELECTORS = {"herding": herding_order, "kcenter": kcenter_order}

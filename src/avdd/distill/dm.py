@@ -13,26 +13,27 @@ what an uninterrupted one does.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
 import torch
 
 from avdd.data.augment import REFERENCE_STRATEGY, Draw
-from avdd.data.sampler import load_batch
 from avdd.data.store import Split
-from avdd.distill.base import METHODS, MethodSpec, RunContext, SyntheticSet
 from avdd.distill.embedding import EmbeddingConfig
 from avdd.distill.matching import MatchingWeights, class_means, matching_terms, weighted_total
+from avdd.distill.registry import METHODS, MethodSpec, RunContext
+from avdd.distill.result import SyntheticSet
 from avdd.distill.spec import nested, setting, with_defaults
 from avdd.distill.synthetic import SyntheticRun, finish, init_order, samples_per_stored
 from avdd.distributed import balanced_shards, current, main_first
 from avdd.errors import AvddError
-from avdd.models.convnet import ENCODERS, ConvNetConfig, reference_config
+from avdd.models.convnet import DEFAULT_ENCODER, ENCODERS, ConvNetConfig, reference_config
 from avdd.models.init import init_parameters
 from avdd.ranges import check_fields
 from avdd.seeding import generator
+from avdd.training.inputs import load_batch
 
 AUTOCAST_MODES = ("auto", "off", "bf16", "fp16")
 REAL_CHUNK_BYTES = {"cpu": 256 << 20, "cuda": 8 << 30}
@@ -100,9 +101,7 @@ class MatchingConfig:
     checkpoint_every: int = DMSettings.checkpoint_every
 
     def __post_init__(self) -> None:
-        check_fields("DM/AVDD", self, ("iterations", "lr", "momentum", "batch_real", "factor", "init", "dsa_strategy",
-                                       "autocast", "real_chunk", "channels_last", "synthetic_group",
-                                       "checkpoint_every"),
+        check_fields("DM/AVDD", self, [f.name for f in fields(self) if f.name not in ("weights", "encoder")],
                      lambda_base=self.weights.base, lambda_jm=self.weights.joint, lambda_mgm=self.weights.gap,
                      **self.encoder)
 
@@ -160,7 +159,7 @@ class MatchingRun(SyntheticRun):
     def _encoders(self) -> dict[str, torch.nn.Module]:
         encoders = {}
         for k, m in enumerate(self.modalities):
-            net = ENCODERS.get("convnet")(self.encoder_configs[m])
+            net = ENCODERS.get(DEFAULT_ENCODER)(self.encoder_configs[m])
             init_parameters(net, generator(self.seed, "encoder", self.iteration, k))
             net = net.to(self.device, memory_format=self.memory_format)
             encoders[m] = net.requires_grad_(False)  # gradients go to the synthetic inputs only

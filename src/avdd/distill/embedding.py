@@ -18,13 +18,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from avdd.data.sampler import load_batch
 from avdd.data.store import Store
 from avdd.distill.spec import check, setting
 from avdd.errors import AvddError
-from avdd.evaluate.recognition import EvalConfig, load_training_set, network_generators, train_network
 from avdd.files import write_atomic
 from avdd.models.fusion import build_classifier
+from avdd.training.inputs import load_batch, load_training_set
+from avdd.training.protocol import EvalConfig, network_generators, train_network
 
 EMBEDDING_SOURCES = ("trained", "random")
 

@@ -30,24 +30,17 @@ from tqdm import tqdm
 from avdd.data.store import Split, Store, open_store
 from avdd.device import resolve_device
 from avdd.distill.api import refuse_factorised
-from avdd.distill.base import code_version
 from avdd.distill.checkpoint import config_differences, load_checkpoint, save_checkpoint
 from avdd.errors import AvddError
-from avdd.evaluate.recognition import (
-    EvalConfig,
-    accuracy_on,
-    load_training_set,
-    network_generators,
-    protocol_network,
-    train_network,
-)
 from avdd.files import write_text_atomic
+from avdd.formats import EXPERTS_FORMAT, EXPERTS_MANIFEST
 from avdd.models.flat import Layout, flatten_parameters, parameter_layout
 from avdd.ranges import check_fields
+from avdd.training.inputs import load_training_set
+from avdd.training.protocol import EvalConfig, accuracy_on, network_generators, protocol_network, train_network
+from avdd.version import code_version
 
-FORMAT = "avdd-experts"
 FORMAT_VERSION = 1
-MANIFEST = "experts.json"
 
 
 def expert_file(index: int) -> str:
@@ -89,7 +82,7 @@ class ExpertConfig:
 
 def _manifest(store: Store, config: ExpertConfig, layout: Layout) -> dict[str, Any]:
     return {
-        "format": FORMAT,
+        "format": EXPERTS_FORMAT,
         "format_version": FORMAT_VERSION,
         "config": config.to_json(),
         "protocol": config.protocol().to_json(),
@@ -108,7 +101,7 @@ def _comparable(manifest: dict[str, Any]) -> dict[str, Any]:
 
 def _prepare_directory(out: Path, manifest: dict[str, Any]) -> None:
     """Create ``out`` with its manifest, or check that an existing one was made with these settings."""
-    path = out / MANIFEST
+    path = out / EXPERTS_MANIFEST
     if path.is_file():
         diffs = config_differences(_comparable(_read_manifest(path)), _comparable(manifest))
         if diffs:
@@ -125,7 +118,7 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise AvddError(f"{path}: unreadable ({err}); delete the directory and train the experts again") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+    if not isinstance(manifest, dict) or manifest.get("format") != EXPERTS_FORMAT:
         raise AvddError(f"{path}: not an avdd expert manifest")
     if manifest.get("format_version", 0) > FORMAT_VERSION:
         raise AvddError(f"{path}: expert format version {manifest['format_version']} is newer than this avdd "
@@ -210,9 +203,10 @@ class ExpertSet:
         path = Path(path)
         if not path.is_dir():
             raise AvddError(f"{path}: no such directory (expected expert trajectories from `avdd experts`)")
-        if not (path / MANIFEST).is_file():
-            raise AvddError(f"{path}: not an expert directory (no {MANIFEST}); train experts with `avdd experts`")
-        manifest = _read_manifest(path / MANIFEST)
+        if not (path / EXPERTS_MANIFEST).is_file():
+            raise AvddError(f"{path}: not an expert directory (no {EXPERTS_MANIFEST}); "
+                            "train experts with `avdd experts`")
+        manifest = _read_manifest(path / EXPERTS_MANIFEST)
         config = ExpertConfig.from_json(manifest["config"])
         files = [path / expert_file(e) for e in range(config.num_experts) if (path / expert_file(e)).is_file()]
         if not files:

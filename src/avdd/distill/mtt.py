@@ -30,17 +30,18 @@ from torch.func import functional_call
 
 from avdd.data.augment import REFERENCE_STRATEGY
 from avdd.data.store import Split
-from avdd.distill.base import METHODS, MethodSpec, RunContext, SyntheticSet
 from avdd.distill.embedding import EmbeddingConfig
 from avdd.distill.experts import ExpertSet
+from avdd.distill.registry import METHODS, MethodSpec, RunContext
+from avdd.distill.result import SyntheticSet
 from avdd.distill.spec import check, nested, setting
 from avdd.distill.synthetic import SyntheticRun, finish, init_order
 from avdd.errors import AvddError
-from avdd.evaluate.recognition import protocol_network
 from avdd.models.flat import Layout, parameter_layout, unflatten
 from avdd.models.fusion import AVClassifier, fusion_loss
 from avdd.ranges import PATH
 from avdd.seeding import generator
+from avdd.training.protocol import protocol_network
 
 
 @dataclass(frozen=True)

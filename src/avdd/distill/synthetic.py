@@ -16,9 +16,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from avdd.data.augment import DSA
-from avdd.data.sampler import load_batch
 from avdd.data.store import Split, Store
-from avdd.distill.base import SyntheticSet
 from avdd.distill.checkpoint import (
     Interrupted,
     check_resumable,
@@ -30,9 +28,11 @@ from avdd.distill.checkpoint import (
 )
 from avdd.distill.coreset import selection_orders
 from avdd.distill.embedding import EmbeddingConfig
-from avdd.distill.factor import FACTOR, expand_tiles
+from avdd.distill.result import SyntheticSet
 from avdd.errors import AvddError
 from avdd.seeding import generator
+from avdd.training.factor import FACTOR, expand_tiles
+from avdd.training.inputs import load_batch
 
 INITS = ("random", "herding")
 # settings a resume may change: more iterations continue the run (fewer are refused), and how

@@ -9,10 +9,9 @@ reference code).
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,102 +19,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from avdd.data.augment import DSA, REFERENCE_STRATEGY, DSAParams
-from avdd.data.sampler import load_batch, read_stored
-from avdd.data.store import Split, Store, open_store
+from avdd.data.store import Store, open_store
 from avdd.device import resolve_device
-from avdd.distill.factor import FACTOR, expand_factor
 from avdd.distributed import current, spread
 from avdd.errors import AvddError
-from avdd.models.fusion import FUSION_HEADS, AVClassifier, build_classifier, fusion_loss
-from avdd.ranges import check_fields
-
-
-@dataclass(frozen=True)
-class Protocol:
-    """Where training follows the authors' evaluator (AVDD ``utils/train_utils_DM.py``, ``nets/``)
-    beyond the settings EvalConfig names; benchmarks/RESULTS.md measures each difference."""
-
-    encoder_layout: str  # avdd.models.convnet.layout_overrides
-    head_init_std: float | None  # classifier weights N(0, std); None: PyTorch's default
-    lr_step_offset: int  # epochs by which every decay comes later (theirs: after epoch *index* 10, 20)
-    raw_modalities: tuple[str, ...]  # fed in stored units, without mean/std (their audio: raw dB)
-    align_corners: bool  # DSA's scale/rotate warps (theirs: affine_grid's default, False)
-
-
-PROTOCOLS: dict[str, Protocol] = {
-    "clean": Protocol(encoder_layout="clean", head_init_std=None, lr_step_offset=0, raw_modalities=(),
-                      align_corners=True),
-    "reference": Protocol(encoder_layout="reference", head_init_std=1e-4, lr_step_offset=1,
-                          raw_modalities=("audio",), align_corners=False),
-}
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """The protocol's settings; defaults are the reference protocol's values (DESIGN.md), and
-    ``protocol`` says whether the authors' code's quirks (``PROTOCOLS``) come with them."""
-
-    protocol: str = "clean"
-    modalities: tuple[str, ...] = ("audio", "frame")
-    fusion: str = "ensemble"
-    encoder: str = "convnet"
-    width: int = 128
-    norm: str = "instance"
-    activation: str = "relu"
-    pooling: str = "avg"
-    grid: int = 7
-    num_eval: int = 5
-    epochs: int = 30
-    batch_size: int = 32
-    lr_head: float = 1e-3
-    lr_encoder: Mapping[str, float] = field(default_factory=lambda: {"audio": 1e-3, "frame": 1e-4})
-    lr_encoder_default: float = 1e-3  # for modalities not named in lr_encoder
-    lr_step: int = 10  # epochs between learning-rate decays
-    lr_gamma: float = 0.1
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 1e-4
-    dsa: bool = True
-    dsa_strategy: str = REFERENCE_STRATEGY
-    test_batch_size: int = 500
-    channels_last: bool = True  # CPU: as fast as contiguous in `avdd evaluate`, lower peak (benchmarks/RESULTS.md)
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        check_fields("evaluation", self, [f.name for f in fields(self) if f.name != "modalities"])
-        if self.protocol not in PROTOCOLS:  # after check_fields: a non-string is reported there
-            raise AvddError(f"unknown evaluation protocol {self.protocol!r}; known: {', '.join(PROTOCOLS)}")
-        if (not isinstance(self.modalities, tuple) or not all(isinstance(m, str) for m in self.modalities)
-                or not self.modalities or len(set(self.modalities)) != len(self.modalities)):
-            raise AvddError(f"modalities must be distinct names, not empty, got {self.modalities!r}")
-
-    @property
-    def quirks(self) -> Protocol:
-        return PROTOCOLS[self.protocol]
-
-    @property
-    def memory_format(self) -> torch.memory_format:
-        return torch.channels_last if self.channels_last else torch.contiguous_format
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        return {**data, "modalities": list(self.modalities), "betas": list(self.betas),
-                "lr_encoder": dict(self.lr_encoder)}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> EvalConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise AvddError(f"unknown evaluation settings: {', '.join(unknown)}")
-        values = dict(data)
-        for name in ("modalities", "betas"):
-            if isinstance(values.get(name), list):
-                values[name] = tuple(values[name])
-        return cls(**values)
-
-    def encoder_lr(self, modality: str) -> float:
-        return float(self.lr_encoder.get(modality, self.lr_encoder_default))
+from avdd.models.fusion import FUSION_HEADS
+from avdd.training.inputs import load_training_set
+from avdd.training.protocol import EvalConfig, accuracy_on, train_fresh_network
 
 
 def summarise(runs: Sequence[float]) -> tuple[float, float]:
@@ -168,166 +78,6 @@ def check_compatible(train: Store, test: Store, modalities: Sequence[str]) -> No
         a, b = train.modalities[m].shape, test.modalities[m].shape
         if a != b:
             raise AvddError(f"modality {m!r} has shape {list(a)} in {train.path} but {list(b)} in {test.path}")
-
-
-def factor_of(store: Store) -> int:
-    """Tiles per side of a factorised set (``provenance.factor``: true -> 2, or an integer), else 1."""
-    factor = store.provenance.get("factor", False)
-    if factor is True:
-        return FACTOR
-    if factor is False or factor is None:
-        return 1
-    if isinstance(factor, int) and factor >= 1:
-        return factor
-    raise AvddError(f"{store.path}: provenance.factor must be true, false or a positive integer, got {factor!r}")
-
-
-def network_inputs(
-    split: Split, index: np.ndarray, modalities: Sequence[str], device: torch.device, raw: Sequence[str] = (),
-) -> dict[str, torch.Tensor]:
-    """``load_batch``, except that the ``raw`` modalities keep their stored units (times the store's
-    scale) instead of being normalised by the store's mean and std."""
-    inputs = load_batch(split, index, [m for m in modalities if m not in raw], device)
-    for m in modalities:
-        if m in raw:
-            inputs[m] = read_stored(split, index, m).to(device).float() * split.store.modalities[m].scale
-    return {m: inputs[m] for m in modalities}
-
-
-def load_training_set(
-    store: Store, modalities: Sequence[str], device: torch.device,
-    memory_format: torch.memory_format = torch.contiguous_format, raw: Sequence[str] = (),
-) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """The whole train split on ``device`` as float (normalised unless ``raw``), factor-decoded, checked finite."""
-    split = store.split("train")
-    if len(split) == 0:
-        raise AvddError(f"{store.path}: the train split is empty")
-    index = np.arange(len(split))
-    inputs = network_inputs(split, index, modalities, device, raw)
-    for m, x in inputs.items():
-        if not torch.isfinite(x).all():
-            bad = int((~torch.isfinite(x)).flatten(1).any(1).sum())
-            raise AvddError(f"{store.path}: {bad} training sample(s) of modality {m!r} contain NaN or Inf")
-    labels = torch.from_numpy(np.asarray(split.labels[index])).to(device)
-    factor = factor_of(store)
-    if factor > 1:
-        inputs, labels = expand_factor(inputs, labels, factor)
-    return {m: x.contiguous(memory_format=memory_format) for m, x in inputs.items()}, labels
-
-
-def network_generators(seed: int, run: int, device: torch.device) -> dict[str, torch.Generator]:
-    """Independent generators for one network's init, batch order and augmentation.
-
-    Derived from (seed, run) alone, so network ``run`` is the same whatever ``num_eval`` is.
-    """
-    init, batches, augment = np.random.SeedSequence(seed, spawn_key=(run,)).generate_state(3).tolist()
-    return {
-        "init": torch.Generator().manual_seed(init),
-        "batches": torch.Generator().manual_seed(batches),
-        "augment": torch.Generator(device=device).manual_seed(augment),
-    }
-
-
-def make_optimizer(model: AVClassifier, config: EvalConfig) -> torch.optim.Adam:
-    groups = [{"params": model.encoders[m].parameters(), "lr": config.encoder_lr(m)} for m in model.modalities]
-    groups.append({"params": model.head.parameters(), "lr": config.lr_head})
-    return torch.optim.Adam(groups, betas=config.betas, weight_decay=config.weight_decay)
-
-
-def decays_after(epoch: int, config: EvalConfig) -> bool:
-    """Whether the learning rate decays after (0-based) ``epoch``: every ``lr_step`` epochs, each
-    decay ``lr_step_offset`` epochs later (the authors' 30 epochs: rates 11, 10 and 9 epochs long)."""
-    done = epoch + 1 - config.quirks.lr_step_offset
-    return done > 0 and done % config.lr_step == 0
-
-
-def train_network(
-    model: AVClassifier,
-    inputs: Mapping[str, torch.Tensor],
-    labels: torch.Tensor,
-    config: EvalConfig,
-    generators: Mapping[str, torch.Generator],
-    on_epoch: Callable[[float], None] = lambda loss: None,
-    optimizer: torch.optim.Optimizer | None = None,
-) -> AVClassifier:
-    """Adam with step decay, shuffled mini-batches, DSA per sample; ``on_epoch(mean loss)``.
-
-    ``optimizer`` replaces the protocol's Adam (expert trajectories train with plain SGD).
-    """
-    optimizer = optimizer or make_optimizer(model, config)
-    dsa = DSA(config.dsa_strategy, DSAParams(align_corners=config.quirks.align_corners)) if config.dsa else None
-    n = len(labels)
-    model.train()
-    for epoch in range(config.epochs):
-        order = torch.randperm(n, generator=generators["batches"]).to(labels.device)
-        total = 0.0
-        for start in range(0, n, config.batch_size):
-            index = order[start : start + config.batch_size]
-            batch = {m: x[index] for m, x in inputs.items()}
-            if dsa is not None:
-                batch = {m: dsa(x, generators["augment"]) for m, x in batch.items()}
-            loss = fusion_loss(model(batch), labels[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(index)
-        if decays_after(epoch, config):
-            for group in optimizer.param_groups:
-                group["lr"] *= config.lr_gamma  # as StepLR does it, so the clean protocol's rates are unchanged
-        on_epoch(total / n)
-    return model
-
-
-@torch.no_grad()
-def accuracy_on(
-    model: AVClassifier, split: Split, modalities: Sequence[str], device: torch.device,
-    batch_size: int, memory_format: torch.memory_format = torch.contiguous_format, raw: Sequence[str] = (),
-) -> float:
-    """Fraction of ``split`` classified correctly, read in memory-mapped chunks."""
-    model.eval()
-    correct = 0
-    for start in range(0, len(split), batch_size):
-        index = np.arange(start, min(start + batch_size, len(split)))
-        batch = {m: x.contiguous(memory_format=memory_format)
-                 for m, x in network_inputs(split, index, modalities, device, raw).items()}
-        labels = torch.from_numpy(np.asarray(split.labels[index])).to(device)
-        correct += int((model.predict_proba(batch).argmax(dim=1) == labels).sum())
-    return correct / len(split)
-
-
-def protocol_network(
-    store: Store, config: EvalConfig, generator: torch.Generator, device: torch.device,
-) -> AVClassifier:
-    """The protocol's classifier (encoders + fusion head) for ``store``'s shapes, drawn from ``generator``."""
-    shapes = {m: store.modalities[m].shape for m in config.modalities}
-    return build_classifier(
-        shapes, store.num_classes, fusion=config.fusion, encoder=config.encoder,
-        generator=generator, width=config.width, norm=config.norm,
-        activation=config.activation, pooling=config.pooling, grid=config.grid,
-        layout=config.quirks.encoder_layout, head_init_std=config.quirks.head_init_std,
-    ).to(device=device, memory_format=config.memory_format)
-
-
-def train_fresh_network(
-    train_store: Store,
-    inputs: Mapping[str, torch.Tensor],
-    labels: torch.Tensor,
-    config: EvalConfig,
-    run: int,
-    device: torch.device,
-    bar: tqdm,
-) -> AVClassifier:
-    """Network number ``run`` of the protocol, freshly initialised and trained; ``bar`` counts epochs."""
-    generators = network_generators(config.seed, run, device)
-    model = protocol_network(train_store, config, generators["init"], device)
-
-    def on_epoch(loss: float) -> None:
-        bar.set_postfix(net=f"{run + 1}/{config.num_eval}", loss=f"{loss:.3f}")
-        bar.update()
-        if not math.isfinite(loss):
-            raise AvddError(f"training diverged (loss {loss}) on network {run + 1}")
-
-    return train_network(model, inputs, labels, config, generators, on_epoch)
 
 
 def evaluate_recognition(

@@ -19,22 +19,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from avdd.data.sampler import load_batch
 from avdd.data.store import Split, Store, open_store
 from avdd.device import resolve_device
 from avdd.distributed import current, spread
 from avdd.errors import AvddError
-from avdd.evaluate.recognition import (
-    EvalConfig,
-    check_compatible,
-    load_training_set,
-    summarise,
-    train_fresh_network,
-)
+from avdd.evaluate.recognition import check_compatible, summarise
 from avdd.evaluate.retrieval_metrics import partner_ranks, retrieval_scores
 from avdd.models.fusion import AVClassifier
 from avdd.ranges import check_settings
 from avdd.seeding import generator
+from avdd.training.inputs import load_batch, load_training_set
+from avdd.training.protocol import EvalConfig, train_fresh_network
 
 MODALITIES = ("audio", "frame")
 DIRECTIONS = {"a2v": ("audio", "frame"), "v2a": ("frame", "audio")}

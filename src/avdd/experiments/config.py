@@ -18,13 +18,13 @@ from typing import Any
 
 import yaml
 
-from avdd.distill.base import get_method, method_names
+from avdd.distill.registry import METHODS
 from avdd.distill.spec import settings_of
 from avdd.errors import AvddError
-from avdd.evaluate.recognition import EvalConfig
 from avdd.evaluate.retrieval import SPACES
 from avdd.experiments.steps import STEPS
 from avdd.ranges import RANGES, PerModality, Spec, parse_modalities, problem, unknown_modalities
+from avdd.training.protocol import EvalConfig
 
 EVALUATIONS = ("recognition", "retrieval")
 CELL_AXES = ("method", "ipc", "modalities", "fusion")  # grid axes that are not method settings
@@ -50,7 +50,7 @@ STEP_SETTINGS = {"lr": "expert_lr"}  # a step's keys whose ranges.py name differ
 
 def method_ranges() -> dict[str, Spec]:
     """Every registered method's settings (from their settings dataclasses) and their ranges."""
-    return {s.name: s.range for name in method_names() for s in settings_of(get_method(name).settings)}
+    return {s.name: s.range for name in METHODS.names() for s in settings_of(METHODS.get(name).settings)}
 
 
 def method_setting_names() -> set[str]:

@@ -29,19 +29,21 @@ from typing import Any
 import torch
 import yaml
 
-from avdd.data.sources import DATASETS
-from avdd.data.store import META_FILE, Store, open_store
+from avdd.data.sources.registry import DATASETS
+from avdd.data.store import Store, open_store
 from avdd.device import resolve_device
 from avdd.distill.api import distill
-from avdd.distill.base import get_method
+from avdd.distill.registry import METHODS
 from avdd.errors import AvddError
-from avdd.evaluate.recognition import EvalConfig, evaluate_recognition
+from avdd.evaluate.recognition import evaluate_recognition
 from avdd.evaluate.retrieval import evaluate_retrieval
 from avdd.experiments.config import Experiment
 from avdd.experiments.grid import Cell, expand
 from avdd.experiments.steps import STEPS
 from avdd.experiments.tables import METRICS, build_table, format_value, to_csv, to_markdown
 from avdd.files import rename_new, write_text_atomic
+from avdd.formats import META_FILE
+from avdd.training.protocol import EvalConfig
 
 Log = Callable[[str], None]
 RESULTS, TABLES, CSV_FILE, CONFIG_FILE = "results.json", "tables.md", "results.csv", "config.yaml"
@@ -150,7 +152,7 @@ class Runner:
     def distill_step(self, cell: Cell) -> Step:
         """The cell's distillation: common schedule settings the method takes, its own block, the grid."""
         view = self.experiment.view
-        method = get_method(cell.method)
+        method = METHODS.get(cell.method)
         taken = method.setting_names
         block = dict(view["methods"].get(cell.method, {}))
         needs = tuple(Step(name, "+".join(cell.modalities),

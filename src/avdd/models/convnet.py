@@ -90,6 +90,7 @@ class ConvNet(nn.Module):
 
 ENCODERS: Registry[Callable[[ConvNetConfig], nn.Module]] = Registry("encoder")
 ENCODERS.add("convnet", ConvNet)
+DEFAULT_ENCODER = "convnet"  # the encoder of the DC/DM/AVDD line: what DM/AVDD embed with, what the protocol trains
 
 
 def depth_for(spatial: Sequence[int], grid: int = 7) -> int:

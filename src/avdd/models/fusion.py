@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from avdd.errors import AvddError
-from avdd.models.convnet import ENCODERS, layout_overrides, reference_config
+from avdd.models.convnet import DEFAULT_ENCODER, ENCODERS, layout_overrides, reference_config
 from avdd.models.init import init_linear_weights, init_parameters
 from avdd.registry import Registry
 
@@ -148,7 +148,7 @@ def build_classifier(
     num_classes: int,
     *,
     fusion: str = "ensemble",
-    encoder: str = "convnet",
+    encoder: str = DEFAULT_ENCODER,
     generator: torch.Generator | None = None,
     layout: str = "clean",
     head_init_std: float | None = None,

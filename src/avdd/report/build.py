@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from avdd.data.store import Store, open_store
-from avdd.distill.base import LOG_FILE
+from avdd.distill.result import LOG_FILE
 from avdd.errors import AvddError
 from avdd.experiments.runner import RESULTS, read_results
 from avdd.experiments.tables import build_table, format_label, format_value, to_html

@@ -10,12 +10,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from avdd.data.sampler import read_stored
 from avdd.data.store import ModalitySpec, Store
-from avdd.distill.factor import expand_factor
-from avdd.evaluate.recognition import factor_of
 from avdd.ranges import check_settings
 from avdd.seeding import generator
+from avdd.training.factor import expand_factor, factor_of
+from avdd.training.inputs import read_stored
 
 
 @dataclass(frozen=True)

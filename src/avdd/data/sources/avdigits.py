@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from avdd.data.audio import SPECTROGRAM_SHAPE, clip_to_spectrogram, read_wav
 from avdd.data.download import cache_dir, download
-from avdd.data.sources import DATASETS, DatasetSource, Option
+from avdd.data.sources.registry import DATASETS, DatasetSource, Option
 from avdd.data.store import ModalitySpec, Store, write_store
 from avdd.errors import AvddError
 from avdd.outputs import check_store_output

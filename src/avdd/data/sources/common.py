@@ -12,7 +12,7 @@ import numpy as np
 
 from avdd.data.download import cache_dir, download, sha256_file
 from avdd.data.prepare import ClipList, prepare_clips
-from avdd.data.sources import PREPARE_SOURCES, DatasetSource, Option
+from avdd.data.sources.registry import PREPARE_SOURCES, DatasetSource, Option
 from avdd.data.store import Store
 from avdd.errors import AvddError
 from avdd.ranges import check_settings

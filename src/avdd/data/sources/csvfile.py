@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from avdd.data.prepare import Clip, ClipList
-from avdd.data.sources import Option
 from avdd.data.sources.common import (
     SPLIT_OPTIONS,
     parse_second,
@@ -19,6 +18,7 @@ from avdd.data.sources.common import (
     register_video_source,
     stratified_split,
 )
+from avdd.data.sources.registry import Option
 from avdd.data.store import check_name
 from avdd.errors import AvddError
 

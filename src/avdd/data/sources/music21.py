@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from avdd.data.prepare import Clip, ClipList
-from avdd.data.sources import Option
 from avdd.data.sources.common import ROOT_OPTION, VideoIndex, pinned_file, read_table, register_video_source
+from avdd.data.sources.registry import Option
 from avdd.data.sources.vggs10k import AVDD_COMMIT
 from avdd.data.store import check_name
 from avdd.data.video import Seconds

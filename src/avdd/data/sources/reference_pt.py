@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from avdd.data.audio import SPECTROGRAM_SHAPE
 from avdd.data.prepare import FRAME_MEAN, FRAME_STD
-from avdd.data.sources import PREPARE_SOURCES, DatasetSource, Option
+from avdd.data.sources.registry import PREPARE_SOURCES, DatasetSource, Option
 from avdd.data.store import ModalitySpec, Store, StoreWriter
 from avdd.errors import AvddError
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from avdd.data.prepare import ClipList
-from avdd.data.sources import Option
 from avdd.data.sources.common import (
     ROOT_OPTION,
     VideoIndex,
@@ -20,6 +19,7 @@ from avdd.data.sources.common import (
     read_table,
     register_video_source,
 )
+from avdd.data.sources.registry import Option
 from avdd.data.sources.vggsound import vggsound_clip
 from avdd.data.store import check_name
 from avdd.errors import AvddError

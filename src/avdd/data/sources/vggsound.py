@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from avdd.data.prepare import Clip, ClipList
-from avdd.data.sources import Option
 from avdd.data.sources.common import ROOT_OPTION, VideoIndex, parse_second, read_table, register_video_source
+from avdd.data.sources.registry import Option
 from avdd.data.store import check_name
 
 SAMPLE_SECOND = 4

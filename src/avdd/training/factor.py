@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 
+from avdd.data.store import Store
 from avdd.errors import AvddError
 
 FACTOR = 2
@@ -33,3 +34,15 @@ def expand_factor(
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Decode a factorised set: every modality's samples tiled and upsampled, labels repeated."""
     return {m: expand_tiles(x, factor) for m, x in inputs.items()}, labels.repeat(factor * factor)
+
+
+def factor_of(store: Store) -> int:
+    """Tiles per side of a factorised set (``provenance.factor``: true -> 2, or an integer), else 1."""
+    factor = store.provenance.get("factor", False)
+    if factor is True:
+        return FACTOR
+    if factor is False or factor is None:
+        return 1
+    if isinstance(factor, int) and factor >= 1:
+        return factor
+    raise AvddError(f"{store.path}: provenance.factor must be true, false or a positive integer, got {factor!r}")

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from avdd.data.sampler import load_batch
+from avdd.training.inputs import load_batch
 
 
 def test_batches_are_normalised_on_the_device_in_the_requested_order(avdigits):

@@ -1,4 +1,4 @@
-"""What every distillation method returns, how it is saved, and the method registry (one spec each).
+"""What every distillation method returns, and how it is saved.
 
 A distilled set is itself a store (train split only), so every command that takes a dataset takes
 a distilled set. Synthetic values are saved in the source store's units (frames on the 0..255
@@ -9,8 +9,7 @@ loading normalises them back exactly as real data; coreset selections keep the s
 from __future__ import annotations
 
 import json
-import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -18,10 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from avdd import __version__
 from avdd.data.store import Store, write_store
-from avdd.distill.spec import build, settings_of
-from avdd.registry import Registry
+from avdd.version import code_version
+
+LOG_FILE = "distill_log.json"
 
 
 @dataclass
@@ -54,79 +53,6 @@ def merge_shards(parts: Sequence[SyntheticSet]) -> SyntheticSet:
         log["losses"] = [{k: v if k == "iteration" else sum(r[k] for r in row) for k, v in row[0].items()}
                          for row in rows]
     return SyntheticSet(data, labels[order], factor=parts[0].factor, details=parts[0].details, log=log)
-
-
-@dataclass(frozen=True)
-class RunContext:
-    """What every method is run with besides its settings. ``checkpoint``, ``resume`` and
-    ``on_iteration`` concern iterative methods; a one-pass selection has no use for them."""
-
-    store: Store
-    modalities: tuple[str, ...]
-    ipc: int
-    seed: int
-    device: torch.device
-    progress: bool
-    checkpoint: Path | None = None
-    resume: bool = False
-    on_iteration: Callable[[Any], None] | None = None
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """A registered method: its settings dataclass (see distill/spec.py: the CLI flags, the config
-    keys, the checks and the provenance all come from it), the function that runs it on a context
-    and an instance of that dataclass, a one-line summary, and whether it is ``sharded``: under a
-    process group it distills only its own process's share of the classes
-    (``avdd.distributed.current()``) and returns the set of those; ``distill`` gathers the shares.
-    Other methods run on the main process alone."""
-
-    settings: type
-    run: Callable[[RunContext, Any], SyntheticSet]
-    summary: str
-    sharded: bool = False
-
-    @property
-    def setting_names(self) -> tuple[str, ...]:
-        return tuple(s.name for s in settings_of(self.settings))
-
-    @property
-    def iterative(self) -> bool:
-        return "iterations" in self.setting_names
-
-    def build(self, given: Mapping[str, Any], method: str) -> Any:
-        """The settings instance: defaults overridden by ``given`` (flat names, None = default)."""
-        return build(self.settings, given, method)
-
-
-METHODS: Registry[MethodSpec] = Registry("method")
-LOG_FILE = "distill_log.json"
-
-
-def get_method(name: str) -> MethodSpec:
-    """The registered method ``name`` (the built-in methods register themselves on first use)."""
-    import avdd.distill.coreset
-    import avdd.distill.dm
-    import avdd.distill.mtt  # noqa: F401
-
-    return METHODS.get(name)
-
-
-def method_names() -> list[str]:
-    get_method("random")
-    return METHODS.names()
-
-
-def code_version() -> str:
-    """avdd's version, plus the git commit when running from a checkout."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-            text=True, timeout=5, check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return __version__
-    return f"{__version__}+g{commit}"
 
 
 def save_synthetic(

@@ -1,0 +1,1 @@
+"""Training networks on stored data: what distillation and evaluation both build on."""
