@@ -161,7 +161,7 @@ class MatchingRun(SyntheticRun):
         for k, m in enumerate(self.modalities):
             net = ENCODERS.get(DEFAULT_ENCODER)(self.encoder_configs[m])
             init_parameters(net, generator(self.seed, "encoder", self.iteration, k))
-            net = net.to(self.device, memory_format=self.memory_format)
+            net = net.to(self.device, memory_format=self.memory_format)  # type: ignore[call-overload]  # stubs lack memory_format
             encoders[m] = net.requires_grad_(False)  # gradients go to the synthetic inputs only
         return encoders
 

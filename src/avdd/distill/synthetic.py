@@ -46,15 +46,23 @@ class DivergedError(AvddError):
 
 
 class SyntheticConfig(Protocol):
-    """The settings a :class:`SyntheticRun` reads; methods' configs have these and more."""
+    """The settings a :class:`SyntheticRun` reads; methods' configs have these and more. Read-only
+    properties, so that frozen dataclasses (MatchingConfig, MTTConfig) satisfy it."""
 
-    iterations: int
-    lr: dict[str, float]  # synthetic-data learning rate per modality
-    momentum: float
-    factor: bool
-    init: str
-    dsa_strategy: str
-    checkpoint_every: int
+    @property
+    def iterations(self) -> int: ...
+    @property
+    def lr(self) -> dict[str, float]: ...  # synthetic-data learning rate per modality
+    @property
+    def momentum(self) -> float: ...
+    @property
+    def factor(self) -> bool: ...
+    @property
+    def init(self) -> str: ...
+    @property
+    def dsa_strategy(self) -> str: ...
+    @property
+    def checkpoint_every(self) -> int: ...
 
     def to_json(self) -> dict[str, Any]: ...
 
