@@ -51,7 +51,8 @@ def matching_terms(
     def sq(x: torch.Tensor) -> torch.Tensor:
         return (x**2).sum(dim=1)
 
-    terms = {"base": sum(sq(real[m] - synthetic[m]) for m in modalities)}
+    first, *others = modalities  # the first term starts the sum (sum()'s own start, 0, is no Tensor)
+    terms = {"base": sum((sq(real[m] - synthetic[m]) for m in others), sq(real[first] - synthetic[first]))}
     if len(modalities) == 2:
         first, second = modalities
         if real[first].shape[1] != real[second].shape[1]:

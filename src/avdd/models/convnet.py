@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from torch import nn
@@ -62,7 +63,13 @@ class ConvNetConfig:
         return self.width * self.grid * self.grid
 
 
-class ConvNet(nn.Module):
+class Encoder(nn.Module):
+    """What ``ENCODERS`` build: a module mapping (N, C, H, W) to (N, feature_dim) features."""
+
+    feature_dim: int
+
+
+class ConvNet(Encoder):
     """Maps (N, C, H, W) to flattened (N, width * grid**2) features."""
 
     def __init__(self, config: ConvNetConfig) -> None:
@@ -88,7 +95,7 @@ class ConvNet(nn.Module):
         return self.grid_pool(self.features(x)).flatten(1)
 
 
-ENCODERS: Registry[Callable[[ConvNetConfig], nn.Module]] = Registry("encoder")
+ENCODERS: Registry[Callable[[ConvNetConfig], Encoder]] = Registry("encoder")
 ENCODERS.add("convnet", ConvNet)
 DEFAULT_ENCODER = "convnet"  # the encoder of the DC/DM/AVDD line: what DM/AVDD embed with, what the protocol trains
 
@@ -120,10 +127,10 @@ def layout_overrides(shape: Sequence[int], layout: str) -> dict[str, object]:
     raise AvddError(f"unknown encoder layout {layout!r}; known: {', '.join(ENCODER_LAYOUTS)}")
 
 
-def reference_config(shape: Sequence[int], **overrides: object) -> ConvNetConfig:
+def reference_config(shape: Sequence[int], **overrides: Any) -> ConvNetConfig:
     """The reference encoder for per-sample ``shape`` (C, H, W); ``overrides`` replace fields."""
     if len(shape) != 3:
         raise AvddError(f"the ConvNet encoder needs (C, H, W) inputs, got shape {tuple(shape)}")
-    grid = int(overrides.get("grid", ConvNetConfig.grid))  # type: ignore[arg-type]
+    grid = int(overrides.get("grid", ConvNetConfig.grid))
     base = ConvNetConfig(in_channels=int(shape[0]), depth=depth_for(shape[1:], grid))
     return replace(base, **overrides)

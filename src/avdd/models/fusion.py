@@ -10,6 +10,7 @@ CEs) and prediction (mean of per-modality probabilities) need no special case an
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -110,7 +111,9 @@ def make_head(name: str, dims: Mapping[str, int], num_classes: int) -> nn.Module
 
 def fusion_loss(logits: Logits, labels: torch.Tensor) -> torch.Tensor:
     """Sum of the cross-entropies of all named logits (ensemble: one per modality)."""
-    return sum(F.cross_entropy(z, labels) for z in logits.values())
+    # a Tensor, not sum()'s start 0: every head names at least one set of logits (build_classifier
+    # refuses a classifier without a modality)
+    return cast(torch.Tensor, sum(F.cross_entropy(z, labels) for z in logits.values()))
 
 
 def probabilities(logits: Logits) -> torch.Tensor:

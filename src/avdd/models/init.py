@@ -7,12 +7,14 @@ seeding it, every parameter is re-drawn here from the caller's generator.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 
-def _fan_in_uniform(module: nn.Module, g: torch.Generator) -> None:
+def _fan_in_uniform(module: nn.Linear | nn.Conv2d, g: torch.Generator) -> None:
     # nn.Linear / nn.Conv2d default: kaiming_uniform(a=sqrt(5)) == U(±1/sqrt(fan_in)); bias the same
     weight = module.weight
     bound = 1.0 / math.sqrt(weight[0].numel())
@@ -21,7 +23,7 @@ def _fan_in_uniform(module: nn.Module, g: torch.Generator) -> None:
         nn.init.uniform_(module.bias, -bound, bound, generator=g)
 
 
-def _affine_norm(module: nn.Module, g: torch.Generator) -> None:
+def _affine_norm(module: nn.GroupNorm | nn.BatchNorm2d | nn.LayerNorm, g: torch.Generator) -> None:
     if getattr(module, "weight", None) is not None:
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)
@@ -39,7 +41,8 @@ def _embedding(module: nn.Embedding, g: torch.Generator) -> None:
     nn.init.normal_(module.weight, generator=g)
 
 
-INITIALISERS = {
+# each initialiser takes the module type it is keyed by (init_parameters looks it up by exact type)
+INITIALISERS: dict[type[nn.Module], Callable[[Any, torch.Generator], None]] = {
     nn.Linear: _fan_in_uniform,
     nn.Conv2d: _fan_in_uniform,
     nn.GroupNorm: _affine_norm,
