@@ -22,7 +22,7 @@ from avdd.data.store import Store
 from avdd.distill.spec import check, setting
 from avdd.errors import AvddError
 from avdd.files import write_atomic
-from avdd.models.fusion import build_classifier
+from avdd.models.fusion import AVClassifier, build_classifier
 from avdd.training.inputs import load_batch, load_training_set
 from avdd.training.protocol import EvalConfig, network_generators, train_network
 
@@ -56,7 +56,7 @@ def _cache_path(store: Store, modalities: Sequence[str], config: EmbeddingConfig
 
 
 @torch.no_grad()
-def _embed(model: torch.nn.Module, store: Store, modalities: Sequence[str], device: torch.device,
+def _embed(model: AVClassifier, store: Store, modalities: Sequence[str], device: torch.device,
            batch_size: int = 256) -> dict[str, np.ndarray]:
     split = store.split("train")
     model.eval()
@@ -95,5 +95,7 @@ def train_split_embeddings(
     # a read-only store: recompute next time; write_atomic's unique temporary name lets two runs
     # (seeds, methods) embed the same store at once
     with contextlib.suppress(AvddError):
-        write_atomic(cache, lambda f: np.savez(f, **features))
+        # float arrays: nothing to pickle (np.load reads them without); naming the flag also tells
+        # mypy that no key of **features is it
+        write_atomic(cache, lambda f: np.savez(f, allow_pickle=False, **features))
     return joint_embedding({m: torch.from_numpy(f) for m, f in features.items()})

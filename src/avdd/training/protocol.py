@@ -143,7 +143,7 @@ def train_network(
     labels: torch.Tensor,
     config: EvalConfig,
     generators: Mapping[str, torch.Generator],
-    on_epoch: Callable[[float], None] = lambda loss: None,
+    on_epoch: Callable[[float], object] = lambda loss: None,  # what it returns is ignored
     optimizer: torch.optim.Optimizer | None = None,
 ) -> AVClassifier:
     """Adam with step decay, shuffled mini-batches, DSA per sample; ``on_epoch(mean loss)``.
