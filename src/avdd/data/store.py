@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard, cast
 
 import numpy as np
 import torch
@@ -136,11 +136,11 @@ def _show(value: object) -> str:
         return repr(value)
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int | np.integer]:
     return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
-def _is_real(value: object) -> bool:
+def _is_real(value: object) -> TypeGuard[int | float | np.integer | np.floating]:
     return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
 
 
@@ -271,7 +271,7 @@ def _open_array(path: Path, shape: tuple[int, ...], dtype: str) -> np.ndarray:
     return array
 
 
-def _require(ok: bool, where: str, key: str, expected: str, value: object) -> None:
+def _require(ok: bool | np.bool_, where: str, key: str, expected: str, value: object) -> None:
     if not ok:
         raise AvddError(f"{where}: {key} must be {expected}, got {_show(value)}")
 
@@ -284,7 +284,7 @@ def check_meta(meta: object, where: str) -> None:
         raise AvddError(f"{where}: not an avdd store description")
     version = meta.get("format_version")
     _require(_is_int(version) and version >= 1, where, "format_version", "a whole number >= 1", version)
-    if version > FORMAT_VERSION:
+    if cast(int, version) > FORMAT_VERSION:  # an int: _require raised otherwise
         raise AvddError(f"{where}: store format version {version} is newer than this avdd supports "
                         f"({FORMAT_VERSION}); upgrade avdd")
     _require(isinstance(meta.get("name"), str), where, "name", "a string", meta.get("name"))
@@ -295,6 +295,7 @@ def check_meta(meta: object, where: str) -> None:
     _require(isinstance(splits, dict), where, "splits", "an object of split name: sample count", splits)
     _require(isinstance(modalities, dict) and bool(modalities), where, "modalities",
              "an object of modality name: {shape, dtype, mean, std}", modalities)
+    splits, modalities = cast(dict, splits), cast(dict, modalities)  # dicts: _require raised otherwise
     for split, n in splits.items():
         check_name(split, "split", where)
         _require(_is_int(n) and n >= 0, where, f"splits.{split}", "a sample count (a whole number >= 0)", n)

@@ -90,7 +90,8 @@ class _Pass:
                 self.frames[s] = resize_frame(frame.to_ndarray(format="rgb24"), self.size)
 
     def add_video(self, frame: av.VideoFrame, fallback_step: float) -> None:
-        step = float(frame.duration * frame.time_base) if frame.duration else fallback_step
+        step = (float(frame.duration * frame.time_base) if frame.duration and frame.time_base is not None
+                else fallback_step)  # a decoded frame always has a time base
         t = float(frame.time) if frame.time is not None else self.video_end
         if self.prev is not None:
             # prev is on screen for mid-points s + 0.5 in [prev_time, t)
@@ -126,10 +127,9 @@ def _whole_file(seconds: Seconds, reason: str, detail: str) -> list[Skipped]:
     return [Skipped(s, reason, detail) for s in seconds]
 
 
-def _packets(container: av.container.InputContainer, streams: list) -> Iterator[tuple[str, object]]:
+def _packets(container: av.container.InputContainer, streams: list) -> Iterator[object]:
     for packet in container.demux(streams):
-        for frame in packet.decode():
-            yield packet.stream.type, frame
+        yield from packet.decode()
 
 
 def decode_clip(
@@ -167,10 +167,10 @@ def decode_clip(
         fps = float(video.average_rate) if video.average_rate else 25.0
         error = None
         try:
-            for kind, frame in _packets(container, [s for s in (video, audio) if s is not None]):
-                if kind == "video":
+            for frame in _packets(container, [s for s in (video, audio) if s is not None]):
+                if isinstance(frame, av.VideoFrame):
                     state.add_video(frame, 1.0 / fps)
-                else:
+                elif isinstance(frame, av.AudioFrame):  # what an audio stream's packets decode into
                     state.add_audio(frame)
                 if state.prev_time > stop + 0.5 and (audio is None or state.audio_end > (stop + 0.5) * rate):
                     break
