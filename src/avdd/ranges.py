@@ -32,7 +32,9 @@ class Number:
         types = numbers.Real if self.kind is float else numbers.Integral  # numpy's numbers too
         if isinstance(value, bool) or not isinstance(value, types) or not math.isfinite(value):
             return False  # a bool is an int to Python, not to a user; NaN and inf are in no range
-        above = value > self.low if self.low_open else value >= self.low
+        # typeshed's numbers.Real declares only < and <= (its stubs say they are incomplete); the Reals
+        # accepted here (int, float, numpy's, Fraction) all have > and >=
+        above = value > self.low if self.low_open else value >= self.low  # type: ignore[operator]
         below = value < self.high if self.high_open else value <= self.high
         return above and below
 

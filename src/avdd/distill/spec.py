@@ -88,7 +88,8 @@ def _value_at(obj: Any, path: Iterable[str]) -> Any:
 def check(what: str, obj: Any) -> None:
     """Raise one AvddError listing every setting of ``obj`` outside its range (None is accepted only
     where it is the default): for a settings dataclass built directly, not through ``build``."""
-    found = [p for s in settings_of(type(obj))
+    cls: type = type(obj)  # mypy takes type[Any] for unhashable (settings_of's cache needs hashable arguments)
+    found = [p for s in settings_of(cls)
              if (p := problem(s.name, _value_at(obj, s.path), none_ok=s.default is None, spec=s.range))]
     if found:
         raise AvddError(f"invalid {what} settings: {'; '.join(found)}")

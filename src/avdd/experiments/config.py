@@ -34,7 +34,8 @@ SCHEDULE_KEYS = ("seeds", "distill", "methods", "intermediate", "evaluate")
 RETRIEVAL_KEYS = ("subset", "subsets", "space")
 TABLE_KEYS = ("rows", "columns")
 OPEN = None  # a section whose keys are checked later (per method) or not at all
-SECTION_DEFAULTS = {  # what a section of the view holds where neither the file nor --set says
+# what a section of the view holds where neither the file nor --set says
+SECTION_DEFAULTS: dict[str, dict[str, Any]] = {
     "intermediate": {"every": 0, "num_eval": 1, "epochs": 30},
     "retrieval": {"subset": 150, "subsets": 1, "space": "probabilities"},
     "table": {"rows": ["method"], "columns": ["ipc", "modalities"]},

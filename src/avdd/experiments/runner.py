@@ -49,7 +49,8 @@ Log = Callable[[str], None]
 RESULTS, TABLES, CSV_FILE, CONFIG_FILE = "results.json", "tables.md", "results.csv", "config.yaml"
 
 
-CELL_KEYS = {"metrics": dict, "set": (str, type(None))}  # what a cached cell must hold to be reused
+# what a cached cell must hold to be reused
+CELL_KEYS: dict[str, type | tuple[type, ...]] = {"metrics": dict, "set": (str, type(None))}
 RESULTS_KEYS = {"title": str, "experiment": dict, "cells": list}
 
 
@@ -200,7 +201,7 @@ class Runner:
                 eval_config = replace(self.experiment.eval_config(s["modalities"], "ensemble", s["seed"]),
                                       num_eval=s["intermediate"]["num_eval"], epochs=s["intermediate"]["epochs"])
             distill(self.store.path, path, s["method"], modalities=s["modalities"], ipc=s["ipc"], seed=s["seed"],
-                    device=self.device, progress=self.progress, resume=True,
+                    device=self.device, progress=self.progress, resume=True, overwrite=False,
                     eval_every=s["intermediate"]["every"] if s["intermediate"] else 0, eval_config=eval_config,
                     **s["settings"], **needed)
             return
