@@ -25,7 +25,7 @@ from avdd.data.sampler import load_batch, read_stored
 from avdd.data.store import Split, Store, open_store
 from avdd.device import resolve_device
 from avdd.distill.factor import FACTOR, expand_factor
-from avdd.distributed import current, spread
+from avdd.distributed import current
 from avdd.errors import AvddError
 from avdd.models.fusion import FUSION_HEADS, AVClassifier, build_classifier, fusion_loss
 from avdd.ranges import check_fields
@@ -79,6 +79,7 @@ class EvalConfig:
     dsa_strategy: str = REFERENCE_STRATEGY
     test_batch_size: int = 500
     channels_last: bool = True  # CPU: as fast as contiguous in `avdd evaluate`, lower peak (benchmarks/RESULTS.md)
+    networks_together: int = 0  # networks trained as one batched group (avdd.evaluate.parallel); 0: per device
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -345,6 +346,8 @@ def evaluate_recognition(
     and every process gets the whole result, equal to the serial one (each network's random draws
     depend on its index alone, see ``network_generators``). ``device`` None: the best available.
     """
+    from avdd.evaluate.parallel import networks_together, spread_groups, train_fresh_networks  # it imports this module
+
     FUSION_HEADS.get(config.fusion)  # fail on an unknown head before any loading
     device = resolve_device(device)
     train_store = train if isinstance(train, Store) else open_store(train)
@@ -357,16 +360,22 @@ def evaluate_recognition(
     bar = tqdm(total=len(current().share(config.num_eval)) * config.epochs, disable=not progress, unit="epoch",
                desc=f"{'+'.join(config.modalities)} {config.fusion}")
 
-    def network(run: int) -> tuple[float, float]:
-        """Network ``run``'s test accuracy and training + test time."""
+    def networks(runs: Sequence[int]) -> list[tuple[float, float]]:
+        """The networks' test accuracies and training + test times (a group's training time shared equally)."""
         start = time.perf_counter()
-        model = train_fresh_network(train_store, inputs, labels, config, run, device, bar)
-        accuracy = accuracy_on(model, test_split, config.modalities, device, config.test_batch_size,
-                               config.memory_format, raw)
-        bar.set_postfix(net=f"{run + 1}/{config.num_eval}", acc=f"{accuracy:.3f}")
-        return accuracy, time.perf_counter() - start
+        models = (train_fresh_networks(train_store, inputs, labels, config, runs, device, bar) if len(runs) > 1
+                  else [train_fresh_network(train_store, inputs, labels, config, runs[0], device, bar)])
+        trained = time.perf_counter()
+        results = []
+        for run, model in zip(runs, models, strict=True):
+            accuracy = accuracy_on(model, test_split, config.modalities, device, config.test_batch_size,
+                                   config.memory_format, raw)
+            bar.set_postfix(net=f"{run + 1}/{config.num_eval}", acc=f"{accuracy:.3f}")
+            results.append((accuracy, (trained - start) / len(runs) + time.perf_counter() - trained))
+            trained = time.perf_counter()
+        return results
 
     with bar:
-        results = spread(config.num_eval, network)
+        results = spread_groups(config.num_eval, networks_together(config, device), networks)
     runs, seconds = [r for r, _ in results], [s for _, s in results]
     return RecognitionResult(config, str(train_store.path), str(test_store.path), len(labels), runs, seconds)
