@@ -67,6 +67,12 @@ def test_the_group_size_is_the_setting_or_the_devices_measured_choice():
         EvalConfig(networks_together=-1)
 
 
+def test_auto_is_left_out_of_the_json_so_earlier_result_keys_hold():
+    assert "networks_together" not in EvalConfig().to_json()
+    for config in (EvalConfig(), EvalConfig(networks_together=3)):
+        assert EvalConfig.from_json(config.to_json()) == config
+
+
 def test_spread_groups_hands_out_consecutive_groups_and_keeps_the_order():
     seen = []
 

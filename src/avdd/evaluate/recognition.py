@@ -100,6 +100,8 @@ class EvalConfig:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
+        if not self.networks_together:  # auto: left out, so keys of results recorded before it existed hold
+            del data["networks_together"]
         return {**data, "modalities": list(self.modalities), "betas": list(self.betas),
                 "lr_encoder": dict(self.lr_encoder)}
 
