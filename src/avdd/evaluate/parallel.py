@@ -33,8 +33,8 @@ from avdd.models.fusion import AVClassifier, fusion_loss
 
 R = TypeVar("R")
 
-# Networks per group when ``networks_together`` is 0 (auto), by device type; other types: 1.
-# CPU: sequential, measured faster or equal (benchmarks/RESULTS.md).
+# Networks per group when ``networks_together`` is 0 (auto), by device type; unmeasured types: 1.
+# CPU: one by one; together was not reliably faster and holds K networks' activations (RESULTS.md).
 AUTO_TOGETHER: dict[str, int] = {"cpu": 1}
 
 
