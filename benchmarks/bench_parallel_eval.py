@@ -14,6 +14,7 @@ row also gives the largest parameter difference between the two ways (float roun
 from __future__ import annotations
 
 import argparse
+import resource
 import tempfile
 import time
 from collections.abc import Callable
@@ -63,6 +64,14 @@ def timed(device: torch.device, train: Callable[[], list[AVClassifier]]) -> tupl
     return time.perf_counter() - start, models
 
 
+def peak_gb(device: torch.device) -> float:
+    """The process's peak memory so far (max RSS; on CUDA, the most allocated): it only grows, so
+    together's peak shows where it exceeds one by one's, which runs first."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1e9
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+
 def largest_differences(a: list[AVClassifier], b: list[AVClassifier]) -> tuple[float, float]:
     """The largest parameter difference, and the largest without the convolutions' biases (instance
     norm removes them: their gradient is rounding alone, which Adam turns into steps of either sign)."""
@@ -92,13 +101,15 @@ def measure(samples: int, device: torch.device, args: argparse.Namespace) -> Non
                 torch.set_num_threads(threads)
             one_by_one(replace(config, epochs=1, num_eval=1))  # warm-up: first-call allocations
             seq, seq_models = timed(device, one_by_one)
+            seq_peak = peak_gb(device)
             par, par_models = timed(device, lambda: train_fresh_networks(store, inputs, labels, config, runs,
                                                                          device, bar))
             every, shaping = largest_differences(seq_models, par_models)
             per = args.networks * args.epochs
             print(f"samples {samples:4d} threads {threads}: one by one {seq / per:7.2f} s, together "
                   f"{par / per:7.2f} s per network-epoch (x{seq / par:.2f}); largest parameter difference "
-                  f"{every:.1e}, {shaping:.1e} without the convolutions' biases", flush=True)
+                  f"{every:.1e}, {shaping:.1e} without the convolutions' biases; peak so far {seq_peak:.2f} GB "
+                  f"after one by one, {peak_gb(device):.2f} GB after together", flush=True)
             if args.compile:
                 compile_rows(store, inputs, labels, config, device, bar)
 

@@ -65,7 +65,7 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--networks-together", type=setting("networks_together"), default=d.networks_together,
                    help="networks trained at once as one batched group, each with its own draws (equal to "
                         "one by one up to float rounding); 1: one by one; 0: per device, one by one on CPU "
-                        "(not reliably faster there, benchmarks/RESULTS.md; default: %(default)s)")
+                        "(a gain not established there, 5x the memory: benchmarks/RESULTS.md; default: %(default)s)")
     p.add_argument("--protocol", choices=sorted(PROTOCOLS), default=d.protocol,
                    help="reference: the authors' evaluator's encoders, head init, schedule, raw audio and warps; "
                         "clean: without those quirks (default: %(default)s; README, Fidelity)")

@@ -34,7 +34,7 @@ from avdd.models.fusion import AVClassifier, fusion_loss
 R = TypeVar("R")
 
 # Networks per group when ``networks_together`` is 0 (auto), by device type; unmeasured types: 1.
-# CPU: one by one; together was not reliably faster and holds K networks' activations (RESULTS.md).
+# CPU: one by one; together's gain is not established there, its 5x peak memory is (RESULTS.md).
 AUTO_TOGETHER: dict[str, int] = {"cpu": 1}
 
 
