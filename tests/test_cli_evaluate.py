@@ -27,6 +27,14 @@ def test_evaluate_writes_json_and_prints_a_summary(tiny_store, tmp_path, capsys)
     assert len(summary) == 1 and summary[0].startswith("audio+frame concat:") and "±" in summary[0]
 
 
+def test_networks_together_reaches_the_evaluation(tiny_store, tmp_path):
+    out = tmp_path / "result.json"
+    assert main(run_cli(tiny_store.path, tiny_store.path, "--num-eval", "2", "--networks-together", "2",
+                        "--json", str(out))) == 0
+    report = json.loads(out.read_text())
+    assert report["config"]["networks_together"] == 2 and len(report["accuracy"]["runs"]) == 2
+
+
 def expect_error(argv: list[str], capsys, *fragments: str) -> None:
     assert main(argv) == 1
     err = capsys.readouterr().err

@@ -158,6 +158,10 @@ def test_distributed_evaluation_equals_serial(source, serial_set, tmp_path):
         serial_retrieval = evaluate_retrieval(serial_set, source, EVAL, subset=9, subsets=2, progress=False).to_json()
     got = json.loads(recognition.read_text())
     assert got["accuracy"] == serial["accuracy"] and len(got["accuracy"]["runs"]) == 3
+    # rank 0's networks 0 and 2 trained together, rank 1's network 1 alone: the same accuracies
+    done = torchrun("evaluate", *common, "--networks-together", "2", "--json", str(recognition))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(recognition.read_text())["accuracy"]["runs"] == serial["accuracy"]["runs"]
     got = json.loads(retrieval.read_text())
     for direction in ("a2v", "v2a"):
         assert got[direction] == serial_retrieval[direction] and len(got[direction]["r1"]["runs"]) == 6

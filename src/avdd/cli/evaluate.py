@@ -25,6 +25,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         lr_step=args.lr_step,
         dsa=not args.no_dsa,
+        networks_together=args.networks_together,
         seed=args.seed,
     )
     device = resolve_device(args.device)
@@ -62,6 +63,10 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--lr-step", type=setting("lr_step"), default=d.lr_step,
                    help=f"epochs between ×{d.lr_gamma} learning-rate decays (default: %(default)s)")
     p.add_argument("--no-dsa", action="store_true", help="train without differentiable augmentation")
+    p.add_argument("--networks-together", type=setting("networks_together"), default=d.networks_together,
+                   help="networks trained at once as one batched group, each with its own draws (equal to "
+                        "one by one up to float rounding); 1: one by one; 0: per device, one by one on CPU "
+                        "(a gain not established there, 5x the memory: benchmarks/RESULTS.md; default: %(default)s)")
     p.add_argument("--protocol", choices=sorted(PROTOCOLS), default=d.protocol,
                    help="reference: the authors' evaluator's encoders, head init, schedule, raw audio and warps; "
                         "clean: without those quirks (default: %(default)s; README, Fidelity)")

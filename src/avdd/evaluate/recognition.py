@@ -21,10 +21,11 @@ from tqdm import tqdm
 
 from avdd.data.store import Store, open_store
 from avdd.device import resolve_device
-from avdd.distributed import current, spread
+from avdd.distributed import current
 from avdd.errors import AvddError
 from avdd.models.fusion import FUSION_HEADS
 from avdd.training.inputs import load_training_set
+from avdd.training.parallel import networks_together, spread_groups, train_fresh_networks
 from avdd.training.protocol import EvalConfig, accuracy_on, train_fresh_network
 
 
@@ -107,16 +108,22 @@ def evaluate_recognition(
     bar = tqdm(total=len(current().share(config.num_eval)) * config.epochs, disable=not progress, unit="epoch",
                desc=f"{'+'.join(config.modalities)} {config.fusion}")
 
-    def network(run: int) -> tuple[float, float]:
-        """Network ``run``'s test accuracy and training + test time."""
+    def networks(runs: Sequence[int]) -> list[tuple[float, float]]:
+        """The networks' test accuracies and training + test times (a group's training time shared equally)."""
         start = time.perf_counter()
-        model = train_fresh_network(train_store, inputs, labels, config, run, device, bar)
-        accuracy = accuracy_on(model, test_split, config.modalities, device, config.test_batch_size,
-                               config.memory_format, raw)
-        bar.set_postfix(net=f"{run + 1}/{config.num_eval}", acc=f"{accuracy:.3f}")
-        return accuracy, time.perf_counter() - start
+        models = (train_fresh_networks(train_store, inputs, labels, config, runs, device, bar) if len(runs) > 1
+                  else [train_fresh_network(train_store, inputs, labels, config, runs[0], device, bar)])
+        trained = time.perf_counter()
+        results = []
+        for run, model in zip(runs, models, strict=True):
+            accuracy = accuracy_on(model, test_split, config.modalities, device, config.test_batch_size,
+                                   config.memory_format, raw)
+            bar.set_postfix(net=f"{run + 1}/{config.num_eval}", acc=f"{accuracy:.3f}")
+            results.append((accuracy, (trained - start) / len(runs) + time.perf_counter() - trained))
+            trained = time.perf_counter()
+        return results
 
     with bar:
-        results = spread(config.num_eval, network)
+        results = spread_groups(config.num_eval, networks_together(config, device), networks)
     runs, seconds = [r for r, _ in results], [s for _, s in results]
     return RecognitionResult(config, str(train_store.path), str(test_store.path), len(labels), runs, seconds)

@@ -72,6 +72,7 @@ class EvalConfig:
     dsa_strategy: str = REFERENCE_STRATEGY
     test_batch_size: int = 500
     channels_last: bool = True  # CPU: as fast as contiguous in `avdd evaluate`, lower peak (benchmarks/RESULTS.md)
+    networks_together: int = 0  # networks trained as one batched group (avdd.training.parallel); 0: per device
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -92,6 +93,8 @@ class EvalConfig:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
+        if not self.networks_together:  # auto: left out, so keys of results recorded before it existed hold
+            del data["networks_together"]
         return {**data, "modalities": list(self.modalities), "betas": list(self.betas),
                 "lr_encoder": dict(self.lr_encoder)}
 
