@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from avdd.cli import main
-from avdd.data.store import ModalitySpec, write_store
+from avdd.data.store import SPECTROGRAM, ModalitySpec, write_store
 from conftest import make_tiny_store
 
 
@@ -41,7 +41,7 @@ def test_classes_that_differ(tiny_store, tmp_path, capsys):
 
 
 def test_modality_shapes_that_differ(tiny_store, tmp_path, capsys):
-    narrow = ModalitySpec(shape=(1, 8, 12), dtype="float16", mean=(0.0,), std=(1.0,))
+    narrow = ModalitySpec(kind=SPECTROGRAM, shape=(1, 8, 12), dtype="float16", mean=(0.0,), std=(1.0,))
     labels = np.arange(6) % 3
     audio = np.random.default_rng(0).standard_normal((6, *narrow.shape)).astype(np.float16)
     other = write_store(tmp_path / "narrow", name="narrow", class_names=tiny_store.class_names,

@@ -11,7 +11,7 @@ import torch
 import avdd.experiments.runner as runner
 from avdd.cli import main
 from avdd.data.audio import SAMPLE_RATE, SPECTROGRAM_SHAPE, clip_to_spectrogram, read_wav
-from avdd.data.store import ModalitySpec, open_store, write_store
+from avdd.data.store import IMAGE, SPECTROGRAM, ModalitySpec, open_store, write_store
 from avdd.distill.api import distill
 from avdd.distill.base import SyntheticSet, save_synthetic
 from avdd.errors import AvddError
@@ -31,8 +31,8 @@ def png_size(path):
 
 
 SPECS = {
-    "audio": ModalitySpec(shape=SPECTROGRAM_SHAPE, dtype="float16", mean=(-68.6,), std=(37.3,)),
-    "frame": ModalitySpec(shape=(1, 28, 28), dtype="uint8", mean=(0.13,), std=(0.31,), scale=1 / 255),
+    "audio": ModalitySpec(kind=SPECTROGRAM, shape=SPECTROGRAM_SHAPE, dtype="float16", mean=(-68.6,), std=(37.3,)),
+    "frame": ModalitySpec(kind=IMAGE, shape=(1, 28, 28), dtype="uint8", mean=(0.13,), std=(0.31,), scale=1 / 255),
 }
 
 
