@@ -20,7 +20,7 @@ from avdd.experiments.runner import run_experiment
 from avdd.report.build import REPORT, build_report
 from avdd.report.figures import DPI, accuracy_figure, class_grid, grid_inches, loss_figure, projection_figure
 from avdd.report.projection import project
-from avdd.report.samples import training_samples
+from avdd.report.samples import training_samples, view
 from avdd.report.sonify import write_clips
 
 
@@ -184,3 +184,45 @@ def test_a_set_without_its_source_still_reports(spoken, tmp_path):
     (moved.path / "meta.json").write_text(json.dumps(meta))
     page = build_report(open_store(moved.path).path, tmp_path / "r", log=lambda line: None).read_text()
     assert "no projection:" in page and page.count("<audio ") == 2
+
+
+@pytest.fixture(scope="module")
+def renamed(spoken, tmp_path_factory):
+    """``spoken`` with its spectrograms called "sound" and its frames "rgb": the kinds say what they are."""
+    names = {"audio": "sound", "frame": "rgb"}
+    splits = {s: {"labels": np.asarray(spoken.split(s).labels),
+                  **{names[m]: np.asarray(spoken.split(s).arrays[m]) for m in names}} for s in ("train", "test")}
+    return write_store(tmp_path_factory.mktemp("renamed") / "store", name="renamed", class_names=["zero", "one"],
+                       modalities={names[m]: spec for m, spec in SPECS.items()}, splits=splits)
+
+
+def test_a_store_is_reported_and_heard_by_its_kinds_not_its_names(spoken, renamed, tmp_path):
+    for store in (spoken, renamed):
+        build_report(store.path, tmp_path / store.name, max_per_class=2, log=lambda line: None)
+    before, after = tmp_path / "spoken" / "sets" / "store", tmp_path / "renamed" / "sets" / "store"
+    page = (tmp_path / "renamed" / REPORT).read_text()
+    assert page.count("<audio ") == 4 and page.count("<img class='spectrogram'") == 4
+    assert page.count("<img class='image'") == 4 and "sets/store/sound_grid.png" in page
+    for old, new in (("audio", "sound"), ("frame", "rgb")):  # drawn exactly as under the old names
+        thumb = (after / "thumbs" / f"001-1-{new}.png").read_bytes()
+        assert thumb == (before / "thumbs" / f"001-1-{old}.png").read_bytes()
+    sounds = sorted(p.name for p in (after / "audio").glob("*.wav"))
+    assert sounds == ["000-zero-0.wav", "000-zero-1.wav", "001-one-0.wav", "001-one-1.wav"]
+    assert all((after / "audio" / f).read_bytes() == (before / "audio" / f).read_bytes() for f in sounds)
+    sample = torch.zeros(1, 28, 28)
+    assert view(renamed.modalities["rgb"], sample)[1]["cmap"] == "gray"
+    assert view(renamed.modalities["sound"], torch.zeros(SPECTROGRAM_SHAPE))[1]["cmap"] == "magma"
+
+
+def test_listen_needs_one_spectrogram_modality(spoken, tmp_path):
+    frames = {"labels": np.arange(2), "rgb": np.zeros((2, 1, 28, 28), np.uint8)}
+    silent = write_store(tmp_path / "silent", name="silent", class_names=["zero", "one"],
+                         modalities={"rgb": SPECS["frame"]}, splits={"train": frames})
+    with pytest.raises(AvddError, match=r"no spectrogram modality to listen to \(it has: rgb \(image\)\)"):
+        write_clips(silent, tmp_path / "wav")
+    audio = np.asarray(spoken.split("test").arrays["audio"][:2])
+    twice = write_store(tmp_path / "twice", name="twice", class_names=["zero", "one"],
+                        modalities={"left": SPECS["audio"], "right": SPECS["audio"]},
+                        splits={"train": {"labels": np.arange(2), "left": audio, "right": audio}})
+    with pytest.raises(AvddError, match="more than one spectrogram modality"):
+        write_clips(twice, tmp_path / "wav")
