@@ -77,6 +77,15 @@ def make_tiny_store(
     )
 
 
+def rename_modalities(store: Store, names: dict[str, str], path: Path) -> Store:
+    """A copy of ``store`` with its modalities renamed by ``names`` (old: new): same data, same kinds."""
+    splits = {s: {"labels": np.asarray(store.split(s).labels),
+                  **{new: np.asarray(store.split(s).arrays[old]) for old, new in names.items()}}
+              for s in store.split_sizes}
+    return write_store(path, name=f"{store.name}-renamed", class_names=store.class_names,
+                       modalities={new: store.modalities[old] for old, new in names.items()}, splits=splits)
+
+
 @pytest.fixture(scope="session")
 def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     return make_tiny_store(tmp_path_factory.mktemp("stores") / "tiny")
