@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from avdd.data.augment import DSA, REFERENCE_STRATEGY, DSAParams
 from avdd.data.sampler import load_batch, read_stored
-from avdd.data.store import Split, Store, open_store
+from avdd.data.store import SPECTROGRAM, Split, Store, open_store
 from avdd.device import resolve_device
 from avdd.distill.factor import FACTOR, expand_factor
 from avdd.distributed import current, spread
@@ -39,15 +39,19 @@ class Protocol:
     encoder_layout: str  # avdd.models.convnet.layout_overrides
     head_init_std: float | None  # classifier weights N(0, std); None: PyTorch's default
     lr_step_offset: int  # epochs by which every decay comes later (theirs: after epoch *index* 10, 20)
-    raw_modalities: tuple[str, ...]  # fed in stored units, without mean/std (their audio: raw dB)
+    raw_kinds: tuple[str, ...]  # modalities of these kinds: fed in stored units, without mean/std (their audio: raw dB)
     align_corners: bool  # DSA's scale/rotate warps (theirs: affine_grid's default, False)
+
+    def raw_modalities(self, store: Store, modalities: Sequence[str]) -> tuple[str, ...]:
+        """Those of ``modalities`` that are fed raw: of a kind in ``raw_kinds`` in ``store``."""
+        return tuple(m for m in modalities if store.modalities[m].kind in self.raw_kinds)
 
 
 PROTOCOLS: dict[str, Protocol] = {
-    "clean": Protocol(encoder_layout="clean", head_init_std=None, lr_step_offset=0, raw_modalities=(),
+    "clean": Protocol(encoder_layout="clean", head_init_std=None, lr_step_offset=0, raw_kinds=(),
                       align_corners=True),
     "reference": Protocol(encoder_layout="reference", head_init_std=1e-4, lr_step_offset=1,
-                          raw_modalities=("audio",), align_corners=False),
+                          raw_kinds=(SPECTROGRAM,), align_corners=False),
 }
 
 
@@ -351,7 +355,7 @@ def evaluate_recognition(
     test_store = test if isinstance(test, Store) else open_store(test)
     check_compatible(train_store, test_store, config.modalities)
     test_split = test_store.split("test")
-    raw = config.quirks.raw_modalities
+    raw = config.quirks.raw_modalities(train_store, config.modalities)
     inputs, labels = load_training_set(train_store, config.modalities, device, config.memory_format, raw)
 
     bar = tqdm(total=len(current().share(config.num_eval)) * config.epochs, disable=not progress, unit="epoch",
