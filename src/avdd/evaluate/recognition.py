@@ -159,7 +159,7 @@ class RecognitionResult:
 
 
 def check_compatible(train: Store, test: Store, modalities: Sequence[str]) -> None:
-    """Both stores have every modality, with the same per-sample shapes, and the same classes."""
+    """Both stores have every modality, with the same kinds and per-sample shapes, and the same classes."""
     for store in (train, test):
         missing = [m for m in modalities if m not in store.modalities]
         if missing:
@@ -172,6 +172,9 @@ def check_compatible(train: Store, test: Store, modalities: Sequence[str]) -> No
         a, b = train.modalities[m].shape, test.modalities[m].shape
         if a != b:
             raise AvddError(f"modality {m!r} has shape {list(a)} in {train.path} but {list(b)} in {test.path}")
+        kinds = train.modalities[m].kind, test.modalities[m].kind
+        if kinds[0] != kinds[1]:
+            raise AvddError(f"modality {m!r} is of kind {kinds[0]} in {train.path} but {kinds[1]} in {test.path}")
 
 
 def factor_of(store: Store) -> int:
