@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from avdd.data.store import ModalitySpec, Split, Store, write_store
+from avdd.data.store import IMAGE, SPECTROGRAM, ModalitySpec, Split, Store, write_store
 from avdd.distill.synthetic import DivergedError
 
 
@@ -34,8 +34,9 @@ def avdigits(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Store
 
 TINY_SHAPES = {"audio": (1, 16, 12), "frame": (3, 8, 8)}
 TINY_SPECS = {
-    "audio": ModalitySpec(shape=TINY_SHAPES["audio"], dtype="float16", mean=(0.0,), std=(1.0,)),
-    "frame": ModalitySpec(shape=TINY_SHAPES["frame"], dtype="uint8", mean=(0.5,), std=(0.25,), scale=1 / 255),
+    "audio": ModalitySpec(kind=SPECTROGRAM, shape=TINY_SHAPES["audio"], dtype="float16", mean=(0.0,), std=(1.0,)),
+    "frame": ModalitySpec(kind=IMAGE, shape=TINY_SHAPES["frame"], dtype="uint8", mean=(0.5,), std=(0.25,),
+                          scale=1 / 255),
 }
 
 
@@ -74,6 +75,15 @@ def make_tiny_store(
         splits={s: tiny_arrays(num_classes, sizes[s], rng, patterns) for s in splits},
         provenance=provenance,
     )
+
+
+def rename_modalities(store: Store, names: dict[str, str], path: Path) -> Store:
+    """A copy of ``store`` with its modalities renamed by ``names`` (old: new): same data, same kinds."""
+    splits = {s: {"labels": np.asarray(store.split(s).labels),
+                  **{new: np.asarray(store.split(s).arrays[old]) for old, new in names.items()}}
+              for s in store.split_sizes}
+    return write_store(path, name=f"{store.name}-renamed", class_names=store.class_names,
+                       modalities={new: store.modalities[old] for old, new in names.items()}, splits=splits)
 
 
 @pytest.fixture(scope="session")

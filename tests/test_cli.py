@@ -14,6 +14,7 @@ def test_data_info_summarises_a_store(avdigits, capsys):
     assert "classes   10" in out
     assert "train     2700 samples" in out and "test      300 samples" in out
     assert "audio     (1,128,56) float16" in out and "frame     (1,28,28) uint8" in out
+    assert "float16 spectrogram," in out and "uint8 image," in out
 
 
 def test_data_info_on_a_non_store_fails_with_one_line(tmp_path, capsys):

@@ -1,11 +1,12 @@
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from avdd.cli import main
-from avdd.data.store import ModalitySpec, write_store
-from conftest import make_tiny_store
+from avdd.data.store import IMAGE, SPECTROGRAM, ModalitySpec, write_store
+from conftest import TINY_SPECS, make_tiny_store
 
 
 def run_cli(train, test, *extra: str) -> list[str]:
@@ -49,12 +50,18 @@ def test_classes_that_differ(tiny_store, tmp_path, capsys):
 
 
 def test_modality_shapes_that_differ(tiny_store, tmp_path, capsys):
-    narrow = ModalitySpec(shape=(1, 8, 12), dtype="float16", mean=(0.0,), std=(1.0,))
+    narrow = ModalitySpec(kind=SPECTROGRAM, shape=(1, 8, 12), dtype="float16", mean=(0.0,), std=(1.0,))
     labels = np.arange(6) % 3
     audio = np.random.default_rng(0).standard_normal((6, *narrow.shape)).astype(np.float16)
     other = write_store(tmp_path / "narrow", name="narrow", class_names=tiny_store.class_names,
                         modalities={"audio": narrow}, splits={"train": {"labels": labels, "audio": audio}})
     expect_error(run_cli(other.path, tiny_store.path, "--modalities", "audio"), capsys, "'audio'", "[1, 8, 12]")
+
+
+def test_modality_kinds_that_differ(tiny_store, tmp_path, capsys):
+    # same name and shape, but pictures in one store and spectrograms in the other
+    other = make_tiny_store(tmp_path / "other", specs={**TINY_SPECS, "audio": replace(TINY_SPECS["audio"], kind=IMAGE)})
+    expect_error(run_cli(other.path, tiny_store.path), capsys, "'audio' is of kind image", "but spectrogram")
 
 
 def test_modality_not_in_the_store(tiny_store, capsys):

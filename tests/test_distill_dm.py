@@ -15,7 +15,7 @@ from avdd.distill.matching import MatchingWeights, class_means, matching_terms, 
 from avdd.distill.synthetic import pack_tiles
 from avdd.errors import AvddError
 from avdd.training.factor import expand_tiles
-from conftest import assert_nan_stops_the_run
+from conftest import assert_nan_stops_the_run, rename_modalities
 
 AV = ("audio", "frame")
 SMALL = {"width": 8, "grid": 2}
@@ -209,3 +209,11 @@ def test_automatic_chunk_bounds_the_first_layer_activations(tiny_store):
         _, h, w = tiny_store.modalities[m].shape
         first_layer = SMALL["width"] * h * w * 4
         assert chunk * first_layer <= dm.REAL_CHUNK_BYTES["cpu"] < (chunk + 1) * first_layer
+
+
+def test_a_modality_lr_does_not_name_gets_the_default(tiny_store, tmp_path):
+    renamed = rename_modalities(tiny_store, {"audio": "sound", "frame": "rgb"}, tmp_path / "renamed")
+    run = MatchingRun(renamed.split("train"), ("sound", "rgb"), ipc=1, seed=0, config=config(lr={"rgb": 0.1}))
+    assert [group["lr"] for group in run.optimizer.param_groups] == [0.2, 0.1]
+    defaults = dm.DMSettings()
+    assert defaults.config().lr_default == defaults.lr_default == 0.2

@@ -10,10 +10,11 @@ import pytest
 from avdd.cli import main
 from avdd.data.store import open_store
 from avdd.distill import api
+from avdd.distill.experts import ExpertConfig, train_experts
 from avdd.distill.registry import METHODS
 from avdd.distill.result import LOG_FILE
 from avdd.errors import AvddError
-from conftest import assert_one_networks_accuracy
+from conftest import TINY_EXPERTS, assert_one_networks_accuracy, rename_modalities
 
 FAST = {
     "random": {},
@@ -119,3 +120,17 @@ def test_cli_distill_with_intermediate_evaluation(tiny_store, tmp_path, capsys):
     assert main(["distill", "--data", str(tiny_store.path), "--method", "dm", "--ipc", "1",
                  "--out", str(out), "-q"]) == 1
     assert "already exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", sorted(FAST))
+def test_every_method_runs_on_modalities_of_any_name(tiny_store, tmp_path, method):
+    # no setting is keyed by the names audio and frame alone: learning rates have a default for any modality
+    renamed = rename_modalities(tiny_store, {"audio": "sound", "frame": "rgb"}, tmp_path / "renamed")
+    modalities = ("sound", "rgb")
+    experts = {}
+    if method == "mtt":
+        config = ExpertConfig(modalities=modalities, **TINY_EXPERTS)
+        experts = {"experts": train_experts(renamed, tmp_path / "experts", config, progress=False).path}
+    saved = api.distill(renamed.path, tmp_path / method, method, modalities=modalities, ipc=1, seed=1,
+                        progress=False, **FAST[method], **experts)
+    assert {m: spec.kind for m, spec in saved.modalities.items()} == {"sound": "spectrogram", "rgb": "image"}

@@ -18,6 +18,7 @@ from avdd.models.convnet import ConvNet, layout_overrides, reference_config
 from avdd.models.fusion import build_classifier
 from avdd.training.inputs import network_inputs
 from avdd.training.protocol import PROTOCOLS, EvalConfig, decays_after, train_network
+from conftest import rename_modalities
 from test_augment import batch, draw_of
 
 AUDIO, FRAME = (1, 128, 56), (3, 224, 224)
@@ -122,12 +123,20 @@ class Named(nn.Module):
 def test_reference_feeds_audio_in_stored_units_and_frames_normalised(tiny_store):
     split = tiny_store.split("train")
     index = torch.arange(4).numpy()
-    raw = network_inputs(split, index, ("audio", "frame"), torch.device("cpu"), PROTOCOLS["reference"].raw_modalities)
+    raw_modalities = PROTOCOLS["reference"].raw_modalities(tiny_store, ("audio", "frame"))
+    assert raw_modalities == ("audio",)  # the spectrograms, by kind
+    raw = network_inputs(split, index, ("audio", "frame"), torch.device("cpu"), raw_modalities)
     clean = network_inputs(split, index, ("audio", "frame"), torch.device("cpu"))
     stored = torch.from_numpy(split.arrays["audio"][:4].astype("float32"))
     assert torch.equal(raw["audio"], stored)
     assert torch.equal(raw["frame"], clean["frame"])
     torch.testing.assert_close(clean["audio"], tiny_store.modalities["audio"].normalise(stored))
+
+
+def test_reference_feeds_raw_the_spectrograms_whatever_their_name(tiny_store, tmp_path):
+    renamed = rename_modalities(tiny_store, {"audio": "sound", "frame": "rgb"}, tmp_path / "renamed")
+    assert PROTOCOLS["reference"].raw_modalities(renamed, ("rgb", "sound")) == ("sound",)
+    assert PROTOCOLS["clean"].raw_modalities(renamed, ("rgb", "sound")) == ()
 
 
 def test_warp_conventions_agree_on_square_inputs_and_differ_on_a_rotated_spectrogram():

@@ -11,7 +11,7 @@ import torch
 import avdd.experiments.runner as runner
 from avdd.cli import main
 from avdd.data.audio import SAMPLE_RATE, SPECTROGRAM_SHAPE, clip_to_spectrogram, read_wav
-from avdd.data.store import ModalitySpec, open_store, write_store
+from avdd.data.store import IMAGE, SPECTROGRAM, ModalitySpec, open_store, write_store
 from avdd.distill.api import distill
 from avdd.distill.result import SyntheticSet, save_synthetic
 from avdd.errors import AvddError
@@ -20,8 +20,9 @@ from avdd.experiments.runner import run_experiment
 from avdd.report.build import REPORT, build_report
 from avdd.report.figures import DPI, accuracy_figure, class_grid, grid_inches, loss_figure, projection_figure
 from avdd.report.projection import project
-from avdd.report.samples import training_samples
+from avdd.report.samples import training_samples, view
 from avdd.report.sonify import write_clips
+from conftest import rename_modalities
 
 
 def png_size(path):
@@ -31,8 +32,8 @@ def png_size(path):
 
 
 SPECS = {
-    "audio": ModalitySpec(shape=SPECTROGRAM_SHAPE, dtype="float16", mean=(-68.6,), std=(37.3,)),
-    "frame": ModalitySpec(shape=(1, 28, 28), dtype="uint8", mean=(0.13,), std=(0.31,), scale=1 / 255),
+    "audio": ModalitySpec(kind=SPECTROGRAM, shape=SPECTROGRAM_SHAPE, dtype="float16", mean=(-68.6,), std=(37.3,)),
+    "frame": ModalitySpec(kind=IMAGE, shape=(1, 28, 28), dtype="uint8", mean=(0.13,), std=(0.31,), scale=1 / 255),
 }
 
 
@@ -184,3 +185,41 @@ def test_a_set_without_its_source_still_reports(spoken, tmp_path):
     (moved.path / "meta.json").write_text(json.dumps(meta))
     page = build_report(open_store(moved.path).path, tmp_path / "r", log=lambda line: None).read_text()
     assert "no projection:" in page and page.count("<audio ") == 2
+
+
+@pytest.fixture(scope="module")
+def renamed(spoken, tmp_path_factory):
+    """``spoken`` with its spectrograms called "sound" and its frames "rgb": the kinds say what they are."""
+    return rename_modalities(spoken, {"audio": "sound", "frame": "rgb"}, tmp_path_factory.mktemp("renamed") / "store")
+
+
+def test_a_store_is_reported_and_heard_by_its_kinds_not_its_names(spoken, renamed, tmp_path):
+    for store, folder in ((spoken, "before"), (renamed, "after")):
+        build_report(store.path, tmp_path / folder, max_per_class=1, log=lambda line: None)
+    before, after = tmp_path / "before" / "sets" / "store", tmp_path / "after" / "sets" / "store"
+    page = (tmp_path / "after" / REPORT).read_text()
+    assert page.count("<audio ") == 2 and page.count("<img class='spectrogram'") == 2
+    assert page.count("<img class='image'") == 2 and "sets/store/sound_grid.png" in page
+    for old, new in (("audio", "sound"), ("frame", "rgb")):  # drawn exactly as under the old names
+        thumb = (after / "thumbs" / f"001-0-{new}.png").read_bytes()
+        assert thumb == (before / "thumbs" / f"001-0-{old}.png").read_bytes()
+    sounds = sorted(p.name for p in (after / "audio").glob("*.wav"))
+    assert sounds == ["000-zero-0.wav", "001-one-0.wav"]
+    assert all((after / "audio" / f).read_bytes() == (before / "audio" / f).read_bytes() for f in sounds)
+    sample = torch.zeros(1, 28, 28)
+    assert view(renamed.modalities["rgb"], sample)[1]["cmap"] == "gray"
+    assert view(renamed.modalities["sound"], torch.zeros(SPECTROGRAM_SHAPE))[1]["cmap"] == "magma"
+
+
+def test_listen_needs_one_spectrogram_modality(spoken, tmp_path):
+    frames = {"labels": np.arange(2), "rgb": np.zeros((2, 1, 28, 28), np.uint8)}
+    silent = write_store(tmp_path / "silent", name="silent", class_names=["zero", "one"],
+                         modalities={"rgb": SPECS["frame"]}, splits={"train": frames})
+    with pytest.raises(AvddError, match=r"no spectrogram modality to listen to \(it has: rgb \(image\)\)"):
+        write_clips(silent, tmp_path / "wav")
+    audio = np.asarray(spoken.split("test").arrays["audio"][:2])
+    twice = write_store(tmp_path / "twice", name="twice", class_names=["zero", "one"],
+                        modalities={"left": SPECS["audio"], "right": SPECS["audio"]},
+                        splits={"train": {"labels": np.arange(2), "left": audio, "right": audio}})
+    with pytest.raises(AvddError, match="more than one spectrogram modality"):
+        write_clips(twice, tmp_path / "wav")

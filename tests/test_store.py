@@ -1,19 +1,20 @@
 import json
 import os
+import re
 import stat
 
 import numpy as np
 import pytest
 
-from avdd.data.store import ModalitySpec, StoreWriter, open_store, write_store
+from avdd.data.store import IMAGE, SPECTROGRAM, ModalitySpec, StoreWriter, open_store, write_store
 from avdd.errors import AvddError
 from avdd.files import write_text_atomic
 from avdd.formats import META_FILE
 from conftest import make_tiny_store
 
 MODALITIES = {
-    "audio": ModalitySpec((1, 4, 3), "float16", (-50.0,), (20.0,)),
-    "frame": ModalitySpec((3, 5, 5), "uint8", (0.4, 0.5, 0.6), (0.2, 0.25, 0.3), scale=1 / 255),
+    "audio": ModalitySpec((1, 4, 3), "float16", (-50.0,), (20.0,), kind=SPECTROGRAM),
+    "frame": ModalitySpec((3, 5, 5), "uint8", (0.4, 0.5, 0.6), (0.2, 0.25, 0.3), scale=1 / 255, kind=IMAGE),
 }
 
 
@@ -167,3 +168,38 @@ def test_stores_and_atomic_files_get_the_umask_permissions_not_private_ones(tmp_
         os.umask(previous)
     assert stat.S_IMODE(store.path.stat().st_mode) == 0o777 & ~umask
     assert stat.S_IMODE((tmp_path / "result.json").stat().st_mode) == 0o666 & ~umask
+
+
+def test_kinds_are_written_and_read_back(tmp_path):
+    write_tiny(tmp_path / "s")
+    meta = json.loads((tmp_path / "s" / META_FILE).read_text())
+    assert {m: spec["kind"] for m, spec in meta["modalities"].items()} == {"audio": "spectrogram", "frame": "image"}
+    assert {m: spec.kind for m, spec in open_store(tmp_path / "s").modalities.items()} == {
+        "audio": "spectrogram", "frame": "image"}
+
+
+def test_a_store_written_before_kinds_opens_with_the_kinds_its_names_meant(tmp_path):
+    # before kinds, report and listen took the modality named "audio" for the spectrogram, all else for images
+    write_store(tmp_path / "s", name="old", class_names=["a", "b", "c"], splits=make_splits(np.random.default_rng(0)),
+                modalities={**MODALITIES, "frame": ModalitySpec((3, 5, 5), "float16", (0.5,), (0.2,), kind=IMAGE)})
+    meta_path = tmp_path / "s" / META_FILE
+    meta = json.loads(meta_path.read_text())
+    for spec in meta["modalities"].values():
+        del spec["kind"]
+    meta_path.write_text(json.dumps(meta))
+    store = open_store(tmp_path / "s")
+    assert store.modalities["audio"].kind == SPECTROGRAM
+    assert store.modalities["frame"].kind == IMAGE  # float, as a distilled set's frames are: still an image
+
+
+def test_an_unknown_kind_is_refused_naming_the_file_and_the_modality(tmp_path):
+    write_tiny(tmp_path / "s")
+    meta_path = tmp_path / "s" / META_FILE
+    meta = json.loads(meta_path.read_text())
+    meta["modalities"]["frame"]["kind"] = "video"
+    meta_path.write_text(json.dumps(meta))
+    message = f'{meta_path}: modalities.frame: kind must be one of image, spectrogram, got "video"'
+    with pytest.raises(AvddError, match=re.escape(message)):
+        open_store(tmp_path / "s")
+    with pytest.raises(ValueError, match="kind must be one of"):
+        ModalitySpec((1, 4, 3), "float16", (0.0,), (1.0,), kind="sound")

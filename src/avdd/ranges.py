@@ -113,7 +113,7 @@ RANGES: dict[str, Spec] = {
                      "lr_step", "subset", "subsets", "max_per_class", "workers"), COUNT),
     **dict.fromkeys(("seed", "eval_every", "batch_syn", "max_start_epoch", "real_chunk", "synthetic_group",
                      "pairing_seed", "split_seed", "networks_together"), INDEX),
-    **dict.fromkeys(("step_size", "lr_step_size", "lr_head", "lr_encoder_default", "expert_lr"), RATE),
+    **dict.fromkeys(("step_size", "lr_step_size", "lr_head", "lr_encoder_default", "lr_default", "expert_lr"), RATE),
     **dict.fromkeys(("lambda_base", "lambda_jm", "lambda_mgm", "weight_decay"), WEIGHT),
     "momentum": FRACTION,
     "lr_gamma": Number(float, 0, 1, low_open=True),  # a decay: the rate shrinks (1: stays)

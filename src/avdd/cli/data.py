@@ -37,7 +37,7 @@ def describe_store(path: Path) -> str:
     for m, spec in store.modalities.items():
         nbytes = sum((path / array_file(s, m)).stat().st_size for s in store.split_sizes)
         shape = "(" + ",".join(str(d) for d in spec.shape) + ")"
-        lines.append(f"  {m:<9} {shape} {spec.dtype}, {format_bytes(nbytes)} on disk")
+        lines.append(f"  {m:<9} {shape} {spec.dtype} {spec.kind}, {format_bytes(nbytes)} on disk")
     prov = store.provenance
     keys = [k for k in ("source", "method", "ipc", "seed", "code_version") if k in prov]
     if keys:

@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from avdd.data.audio import SPECTROGRAM_SHAPE
-from avdd.data.store import ModalitySpec, Store, StoreWriter, check_name
+from avdd.data.store import IMAGE, SPECTROGRAM, ModalitySpec, Store, StoreWriter, check_name
 from avdd.data.video import DECODE_ERROR, Seconds, Skipped, decode_clip
 from avdd.errors import AvddError
 from avdd.files import write_atomic, write_json, write_text_atomic
@@ -256,8 +256,8 @@ def _assemble(
     mean = total / count
     std = float(np.sqrt(max(total_sq / count - mean**2, 0.0))) or 1.0
     modalities = {
-        "audio": ModalitySpec(SPECTROGRAM_SHAPE, "float16", (mean,), (std,)),
-        "frame": ModalitySpec((3, image_size, image_size), "uint8", FRAME_MEAN, FRAME_STD, scale=1 / 255),
+        "audio": ModalitySpec(SPECTROGRAM_SHAPE, "float16", (mean,), (std,), kind=SPECTROGRAM),
+        "frame": ModalitySpec((3, image_size, image_size), "uint8", FRAME_MEAN, FRAME_STD, scale=1 / 255, kind=IMAGE),
     }
     # a split whose every sample was skipped is left out rather than stored empty
     splits = _ordered_splits({s for s, n in sizes.items() if n})

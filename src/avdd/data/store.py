@@ -2,8 +2,8 @@
 
 Layout of a store directory::
 
-    meta.json                 name, classes, modalities (shape, dtype, normalisation), splits,
-                              provenance, format version
+    meta.json                 name, classes, modalities (kind, shape, dtype, normalisation),
+                              splits, provenance, format version
     {split}_labels.npy        int64 (N,)
     {split}_{modality}.npy    frames uint8 (N, C, H, W); spectrograms float16 (N, 1, n_mels, T)
     *.csv, *.json             reports and logs (skipped.csv, distill_log.json), if any
@@ -45,6 +45,11 @@ FORMAT_VERSION = 1
 # Split and modality names become file names ({split}_{modality}.npy): plain names only, so that no
 # name from a CSV or a meta.json can reach outside the store ("../x") or hide a file (".x").
 PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]+")
+# What a modality holds, which decides how it is drawn, heard and fed; not its name (a store may call
+# its spectrograms "sound" and its frames "rgb").
+IMAGE = "image"  # pictures: frames, stored as uint8 pixels
+SPECTROGRAM = "spectrogram"  # the audio front end's log-mel spectrograms in dB (avdd.data.audio)
+KINDS = (IMAGE, SPECTROGRAM)
 
 
 def check_name(value: object, what: str, where: str) -> str:
@@ -58,11 +63,13 @@ def check_name(value: object, what: str, where: str) -> str:
 
 @dataclass(frozen=True)
 class ModalitySpec:
-    """Per-sample shape and storage dtype of one modality, and how to turn it into network input.
+    """What one modality holds (``kind``, one of KINDS), its per-sample shape and storage dtype, and
+    how to turn it into network input.
 
     Network input = (stored value * scale - mean[channel]) / std[channel].
     """
 
+    kind: str = field(kw_only=True)
     shape: tuple[int, ...]
     dtype: str
     mean: tuple[float, ...]
@@ -71,6 +78,8 @@ class ModalitySpec:
 
     def __post_init__(self) -> None:
         # ValueErrors name the field; open_store adds the file and the modality
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {_show(self.kind)}")
         if not self.shape or not all(_is_int(s) and s > 0 for s in self.shape):
             raise ValueError(f"shape must be a list of positive integers, got {_show(list(self.shape))}")
         if _dtype_kind(self.dtype) not in NUMERIC_KINDS:
@@ -107,8 +116,9 @@ class ModalitySpec:
         return {**asdict(self), "shape": list(self.shape), "mean": list(self.mean), "std": list(self.std)}
 
     @classmethod
-    def from_json(cls, data: object) -> ModalitySpec:
-        """The spec ``data`` (from meta.json) describes; a ValueError naming the field if it is not one."""
+    def from_json(cls, data: object, name: str) -> ModalitySpec:
+        """The spec ``data`` (meta.json's entry of modality ``name``) describes; a ValueError naming
+        the field if it is not one."""
         if not isinstance(data, dict):
             raise ValueError(f"must be an object with shape, dtype, mean and std, got {_show(data)}")
         missing = [k for k in ("shape", "dtype", "mean", "std") if k not in data]
@@ -117,12 +127,20 @@ class ModalitySpec:
         if not isinstance(data["dtype"], str):
             raise ValueError(f"dtype must be a string such as uint8 or float16, got {_show(data['dtype'])}")
         return cls(
+            kind=data.get("kind", legacy_kind(name)),
             shape=tuple(_items(data, "shape", _is_int, "integers")),
             dtype=data["dtype"],
             mean=tuple(float(m) for m in _items(data, "mean", _is_real, "numbers")),
             std=tuple(float(s) for s in _items(data, "std", _is_real, "numbers")),
             scale=float(_real(data.get("scale", 1.0), "scale")),
         )
+
+
+def legacy_kind(name: str) -> str:
+    """The kind of modality ``name`` in a store written before modalities declared one: every such
+    store avdd wrote named its spectrograms "audio" and its frames "frame", and report and listen
+    told them apart by that name, so this keeps what they did."""
+    return SPECTROGRAM if name == "audio" else IMAGE
 
 
 NUMERIC_KINDS = ("b", "i", "u", "f")  # bool, signed, unsigned, float: what np.load reads without pickle
@@ -205,7 +223,7 @@ class Store:
     modalities: dict[str, ModalitySpec] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.modalities = {k: ModalitySpec.from_json(v) for k, v in self.meta["modalities"].items()}
+        self.modalities = {k: ModalitySpec.from_json(v, k) for k, v in self.meta["modalities"].items()}
         self._splits: dict[str, Split] = {}
 
     @property
@@ -294,7 +312,7 @@ def check_meta(meta: object, where: str) -> None:
     splits, modalities = meta.get("splits"), meta.get("modalities")
     _require(isinstance(splits, dict), where, "splits", "an object of split name: sample count", splits)
     _require(isinstance(modalities, dict) and bool(modalities), where, "modalities",
-             "an object of modality name: {shape, dtype, mean, std}", modalities)
+             "an object of modality name: {kind, shape, dtype, mean, std}", modalities)
     splits, modalities = cast(dict, splits), cast(dict, modalities)  # dicts: _require raised otherwise
     for split, n in splits.items():
         check_name(split, "split", where)
@@ -302,7 +320,7 @@ def check_meta(meta: object, where: str) -> None:
     for m, spec in modalities.items():
         check_name(m, "modality", where)
         try:
-            ModalitySpec.from_json(spec)
+            ModalitySpec.from_json(spec, m)
         except ValueError as err:
             raise AvddError(f"{where}: modalities.{m}: {err}") from None
     _require(isinstance(meta.get("provenance", {}), dict), where, "provenance", "an object", meta.get("provenance"))

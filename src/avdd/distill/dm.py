@@ -49,6 +49,8 @@ class DMSettings:
     iterations: int = field(default=5000, metadata=setting("optimisation iterations"))
     lr: dict[str, float] = field(default_factory=lambda: {"audio": 0.2, "frame": 0.2},
                                  metadata=setting("synthetic-data learning rate per modality"))
+    lr_default: float = field(default=0.2, metadata=setting("synthetic-data learning rate of a modality --lr does "
+                                                            "not name"))
     momentum: float = field(default=0.5, metadata=setting("SGD momentum on the synthetic data"))
     batch_real: int = field(default=128, metadata=setting("real samples per class per iteration"))
     lambda_base: float = field(default=1.0, metadata=setting("weight of the per-modality DM term (0 switches it off)"))
@@ -67,7 +69,8 @@ class DMSettings:
     def config(self) -> MatchingConfig:
         """The run's configuration: these settings, the rest (chunking, memory layout) at their defaults."""
         return MatchingConfig(
-            iterations=self.iterations, lr=self.lr, momentum=self.momentum, batch_real=self.batch_real,
+            iterations=self.iterations, lr=self.lr, lr_default=self.lr_default, momentum=self.momentum,
+            batch_real=self.batch_real,
             weights=MatchingWeights(self.lambda_base, self.lambda_jm, self.lambda_mgm), factor=self.factor,
             init=self.init, dsa_strategy=self.dsa_strategy, encoder={"width": self.width}, autocast=self.autocast,
             checkpoint_every=self.checkpoint_every)
@@ -85,6 +88,7 @@ class MatchingConfig:
 
     iterations: int = DMSettings.iterations
     lr: dict[str, float] = field(default_factory=lambda: DMSettings().lr)
+    lr_default: float = DMSettings.lr_default
     momentum: float = DMSettings.momentum
     batch_real: int = DMSettings.batch_real
     weights: MatchingWeights = field(default_factory=MatchingWeights)

@@ -53,6 +53,8 @@ class MTTConfig:
     # the MTT reference's lr_img; on avdigits (20 iterations) 1000 gave 55 % where 100 gave 40 % (random: 37 %)
     lr: dict[str, float] = field(default_factory=lambda: {"audio": 1000.0, "frame": 1000.0},
                                  metadata=setting("synthetic-data learning rate per modality"))
+    lr_default: float = field(default=1000.0, metadata=setting("synthetic-data learning rate of a modality --lr "
+                                                               "does not name"))
     momentum: float = field(default=0.5, metadata=setting("SGD momentum on the synthetic data and the step size"))
     syn_steps: int = field(default=20, metadata=setting("student SGD steps unrolled per iteration (N); memory "
                                                         "grows linearly with it"))

@@ -54,6 +54,8 @@ class SyntheticConfig(Protocol):
     @property
     def lr(self) -> dict[str, float]: ...  # synthetic-data learning rate per modality
     @property
+    def lr_default(self) -> float: ...  # that of a modality lr does not name
+    @property
     def momentum(self) -> float: ...
     @property
     def factor(self) -> bool: ...
@@ -121,16 +123,13 @@ class SyntheticRun:
         if missing:
             have = ", ".join(train.store.modalities)
             raise AvddError(f"{train.store.path}: no modality {missing[0]!r} (has: {have})")
-        unknown_lr = [m for m in self.modalities if m not in config.lr]
-        if unknown_lr:
-            raise AvddError(f"no learning rate for modality {unknown_lr[0]!r}; set one")
         self.tiles = samples_per_stored(config)
         self.dsa = DSA(config.dsa_strategy)
         self.labels = torch.tensor(self.classes, device=self.device).repeat_interleave(ipc)
         self.synthetic = self._initial_synthetic(init_order)
         self.optimizer = torch.optim.SGD(
-            [{"params": [self.synthetic[m]], "lr": config.lr[m]} for m in self.modalities],
-            lr=config.lr[self.modalities[0]], momentum=config.momentum,
+            [{"params": [self.synthetic[m]], "lr": config.lr.get(m, config.lr_default)} for m in self.modalities],
+            lr=config.lr_default, momentum=config.momentum,
         )
         self.iteration = 0
         self.history: list[dict[str, float]] = []

@@ -66,7 +66,7 @@ class RecognitionResult:
 
 
 def check_compatible(train: Store, test: Store, modalities: Sequence[str]) -> None:
-    """Both stores have every modality, with the same per-sample shapes, and the same classes."""
+    """Both stores have every modality, with the same kinds and per-sample shapes, and the same classes."""
     for store in (train, test):
         missing = [m for m in modalities if m not in store.modalities]
         if missing:
@@ -79,6 +79,9 @@ def check_compatible(train: Store, test: Store, modalities: Sequence[str]) -> No
         a, b = train.modalities[m].shape, test.modalities[m].shape
         if a != b:
             raise AvddError(f"modality {m!r} has shape {list(a)} in {train.path} but {list(b)} in {test.path}")
+        kinds = train.modalities[m].kind, test.modalities[m].kind
+        if kinds[0] != kinds[1]:
+            raise AvddError(f"modality {m!r} is of kind {kinds[0]} in {train.path} but {kinds[1]} in {test.path}")
 
 
 def evaluate_recognition(
@@ -102,7 +105,7 @@ def evaluate_recognition(
     test_store = test if isinstance(test, Store) else open_store(test)
     check_compatible(train_store, test_store, config.modalities)
     test_split = test_store.split("test")
-    raw = config.quirks.raw_modalities
+    raw = config.quirks.raw_modalities(train_store, config.modalities)
     inputs, labels = load_training_set(train_store, config.modalities, device, config.memory_format, raw)
 
     bar = tqdm(total=len(current().share(config.num_eval)) * config.epochs, disable=not progress, unit="epoch",

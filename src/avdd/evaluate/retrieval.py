@@ -1,10 +1,12 @@
-"""Cross-modal retrieval: how well networks trained on a set align audio and frames of real pairs.
+"""Cross-modal retrieval: how well networks trained on a set align the two modalities of real pairs.
 
-Networks are trained with the recognition protocol (ensemble head). On a seeded, class-stratified
-subset of K real test pairs, each modality is embedded into the shared space of its own classifier
-head (softmax probabilities, or logits), and each audio query ranks the K frames by cosine
-similarity (A→V), and each frame query the K audios (V→A). Reported: R@1, R@5 and the median rank
-of the true partner, mean ± population std over networks × subsets.
+Networks are trained with the recognition protocol (ensemble head) on exactly two modalities (the
+configuration's, else the store's). On a seeded, class-stratified subset of K real test pairs, each
+modality is embedded into the shared space of its own classifier head (softmax probabilities, or
+logits), and each query of one modality ranks the K samples of the other by cosine similarity, in
+both directions: for audio and frames, each audio query ranks the K frames (A→V, ``a2v``) and each
+frame query the K audios (V→A, ``v2a``). Reported: R@1, R@5 and the median rank of the true
+partner, mean ± population std over networks × subsets.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from avdd.data.store import Split, Store, open_store
+from avdd.data.store import IMAGE, SPECTROGRAM, Split, Store, open_store
 from avdd.device import resolve_device
 from avdd.distributed import current, spread
 from avdd.errors import AvddError
@@ -31,9 +33,20 @@ from avdd.seeding import generator
 from avdd.training.inputs import load_batch, load_training_set
 from avdd.training.protocol import EvalConfig, train_fresh_network
 
-MODALITIES = ("audio", "frame")
-DIRECTIONS = {"a2v": ("audio", "frame"), "v2a": ("frame", "audio")}
+LETTERS = {SPECTROGRAM: "a", IMAGE: "v"}  # a direction's name by kinds: a2v = spectrograms query images
 SPACES = ("probabilities", "logits")
+
+
+def directions(store: Store, modalities: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """Both directions between the two ``modalities`` of ``store``, each (query, target), named by
+    their kinds (a2v, v2a) where the kinds differ, else by the modalities' names (left2right)."""
+    if len(modalities) != 2:
+        raise AvddError(f"retrieval needs exactly two modalities, one to query and one to rank; got "
+                        f"{len(modalities)}: {', '.join(modalities)}")
+    first, second = modalities
+    letters = {m: LETTERS[store.modalities[m].kind] for m in modalities}
+    short = letters if letters[first] != letters[second] else {m: m for m in modalities}
+    return {f"{short[q]}2{short[t]}": (q, t) for q, t in ((first, second), (second, first))}
 
 
 def stratified_subset(split: Split, k: int, seed: int, draw: int) -> np.ndarray:
@@ -58,7 +71,7 @@ def embed_pairs(model: AVClassifier, split: Split, index: np.ndarray, device: to
                 space: str) -> dict[str, torch.Tensor]:
     """Per modality, its own classifier head's output on the samples ``index`` (ensemble head)."""
     model.eval()
-    logits = model(load_batch(split, index, MODALITIES, device))
+    logits = model(load_batch(split, index, model.modalities, device))
     return {m: (z.softmax(dim=1) if space == "probabilities" else z).cpu() for m, z in logits.items()}
 
 
@@ -94,20 +107,22 @@ def evaluate_retrieval(
     progress: bool = True,
 ) -> RetrievalResult:
     """Train ``config.num_eval`` networks on ``train``; score retrieval on ``subsets`` subsets each.
+    The two modalities are ``config.modalities``, or without a ``config`` those of ``train``.
 
     Under a process group the networks are spread over the processes, as in ``evaluate_recognition``.
     """
     if space not in SPACES:
         raise AvddError(f"unknown embedding space {space!r}; known: {', '.join(SPACES)}")
     check_settings("retrieval", {"subset": subset, "subsets": subsets})  # 0 subsets would average nothing: NaN
-    config = replace(config or EvalConfig(), modalities=MODALITIES, fusion="ensemble")
     device = resolve_device(device)
     train_store = train if isinstance(train, Store) else open_store(train)
     test_store = test if isinstance(test, Store) else open_store(test)
-    check_compatible(train_store, test_store, MODALITIES)
+    config = replace(config or EvalConfig(modalities=tuple(train_store.modalities)), fusion="ensemble")
+    check_compatible(train_store, test_store, config.modalities)
+    named = directions(train_store, config.modalities)
     test_split = test_store.split("test")
     draws = [stratified_subset(test_split, subset, config.seed, j) for j in range(subsets)]
-    inputs, labels = load_training_set(train_store, MODALITIES, device, config.memory_format)
+    inputs, labels = load_training_set(train_store, config.modalities, device, config.memory_format)
     bar = tqdm(total=len(current().share(config.num_eval)) * config.epochs, disable=not progress, unit="epoch",
                desc="retrieval")
 
@@ -119,12 +134,12 @@ def evaluate_retrieval(
         for index in draws:
             embedded = embed_pairs(model, test_split, index, device, space)
             per_subset.append({direction: retrieval_scores(partner_ranks(embedded[query], embedded[target]))
-                               for direction, (query, target) in DIRECTIONS.items()})
+                               for direction, (query, target) in named.items()})
         return per_subset, time.perf_counter() - start
 
     with bar:
         results = spread(config.num_eval, network)
-    scores: dict[str, dict[str, list[float]]] = {d: {"r1": [], "r5": [], "medr": []} for d in DIRECTIONS}
+    scores: dict[str, dict[str, list[float]]] = {d: {"r1": [], "r5": [], "medr": []} for d in named}
     for per_subset, _ in results:  # network-major, as the runs are listed
         for subset_scores in per_subset:
             for direction, metrics in subset_scores.items():
@@ -136,7 +151,7 @@ def evaluate_retrieval(
 def format_summary(result: RetrievalResult) -> Sequence[str]:
     rows = result.to_json()
     lines = []
-    for direction in DIRECTIONS:
+    for direction in result.scores:
         r = rows[direction]
         lines.append(f"{direction.upper()}: R@1 {100 * r['r1']['mean']:.1f} ± {100 * r['r1']['std']:.1f} %, "
                      f"R@5 {100 * r['r5']['mean']:.1f} ± {100 * r['r5']['std']:.1f} %, "

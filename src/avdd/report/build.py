@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from avdd.data.store import Store, open_store
+from avdd.data.store import SPECTROGRAM, Store, open_store
 from avdd.distill.result import LOG_FILE
 from avdd.errors import AvddError
 from avdd.experiments.runner import RESULTS, read_results
@@ -33,7 +33,7 @@ from avdd.report.figures import Points, accuracy_figure, class_grid, loss_figure
 from avdd.report.html import Sample, Section, render_page
 from avdd.report.projection import project
 from avdd.report.samples import ClassSamples, training_samples, view
-from avdd.report.sonify import AUDIO, check_audible, write_clips
+from avdd.report.sonify import write_clips
 
 REPORT = "report.html"
 Log = Callable[[str], None]
@@ -109,10 +109,11 @@ def thumbnails(store: Store, samples: ClassSamples, folder: Path, rel: str,
         for k in range(len(next(iter(per_class.values())))):
             images = []
             for m, x in per_class.items():
-                pixels, style = view(m, store.modalities[m], x[k])
+                spec = store.modalities[m]
+                pixels, style = view(spec, x[k])
                 file = f"{c:03d}-{k}-{m}.png"
                 save_image(pixels, style, folder / file)
-                images.append((m, f"{rel}/thumbs/{file}"))
+                images.append((m, spec.kind, f"{rel}/thumbs/{file}"))
             sound = f"{rel}/audio/{sounds[c][k].name}" if c < len(sounds) and k < len(sounds[c]) else None
             row.append(Sample(images, sound))
         classes.append((name, row))
@@ -145,9 +146,8 @@ def set_section(store: Store, out: Path, name: str, reals: RealEmbeddings, *, pr
         notes.append("no accuracy-vs-iteration figure: distilled without intermediate evaluations "
                      "(avdd distill --eval-every K, or intermediate.every in a config)")
     sounds: list[list[Path]] = []
-    if AUDIO in store.modalities:
+    if any(spec.kind == SPECTROGRAM for spec in store.modalities.values()):
         try:
-            check_audible(store)
             sounds = write_clips(store, folder / "audio", max_per_class=max_per_class)
         except AvddError as err:
             notes.append(f"no sound: {err}")

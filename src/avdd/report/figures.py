@@ -69,7 +69,7 @@ def class_grid(samples: ClassSamples, store: Store, modality: str, path: Path, t
             ax.set_xticks([])
             ax.set_yticks([])
             if k < len(per_class[modality]):
-                pixels, style = view(modality, spec, per_class[modality][k])
+                pixels, style = view(spec, per_class[modality][k])
                 ax.imshow(pixels, interpolation="nearest", **style)
             else:
                 ax.set_axis_off()

@@ -22,7 +22,7 @@ table.samples { border-collapse: collapse; }
 table.samples th { text-align: right; padding-right: .6em; font-weight: 600; }
 table.samples td { text-align: center; padding: 4px 6px; border-left: 1px solid #eee; }
 table.samples img { image-rendering: pixelated; display: block; margin: 2px auto; height: 96px; }
-table.samples img.audio { width: 120px; height: 128px; }
+table.samples img.spectrogram { width: 120px; height: 128px; }
 audio { width: 160px; height: 28px; }
 .note { color: #777; font-size: 14px; }
 """
@@ -32,7 +32,7 @@ audio { width: 160px; height: 28px; }
 class Sample:
     """One training sample on the page: an image per modality, and its sound when it has one."""
 
-    images: list[tuple[str, str]]  # (modality, relative path)
+    images: list[tuple[str, str, str]]  # (modality, its kind, relative path)
     sound: str | None = None
 
 
@@ -49,8 +49,8 @@ class Section:
 
 
 def _sample_cell(sample: Sample) -> str:
-    parts = [f"<img class='{html.escape(m)}' src='{html.escape(path)}' alt='{html.escape(m)}' title='{html.escape(m)}'>"
-             for m, path in sample.images]
+    parts = [f"<img class='{html.escape(kind)}' src='{html.escape(path)}' alt='{html.escape(m)}' "
+             f"title='{html.escape(m)}'>" for m, kind, path in sample.images]
     if sample.sound:
         parts.append(f"<audio controls preload='none' src='{html.escape(sample.sound)}'></audio>")
     return "<td>" + "".join(parts) + "</td>"

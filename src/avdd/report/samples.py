@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from avdd.data.store import ModalitySpec, Store
+from avdd.data.store import IMAGE, SPECTROGRAM, ModalitySpec, Store
 from avdd.ranges import check_settings
 from avdd.seeding import generator
 from avdd.training.factor import expand_factor, factor_of
@@ -76,9 +76,9 @@ def picture(spec: ModalitySpec, sample: torch.Tensor) -> Image:
     return pixels[:3].permute(1, 2, 0).numpy(), {}
 
 
-VIEWS: dict[str, Callable[[ModalitySpec, torch.Tensor], Image]] = {"audio": spectrogram, "frame": picture}
+VIEWS: dict[str, Callable[[ModalitySpec, torch.Tensor], Image]] = {SPECTROGRAM: spectrogram, IMAGE: picture}
 
 
-def view(modality: str, spec: ModalitySpec, sample: torch.Tensor) -> Image:
-    """How to draw one sample (a modality without its own view is drawn as a heat map)."""
-    return VIEWS.get(modality, heatmap)(spec, sample)
+def view(spec: ModalitySpec, sample: torch.Tensor) -> Image:
+    """How to draw one sample: as its modality's kind is drawn."""
+    return VIEWS[spec.kind](spec, sample)

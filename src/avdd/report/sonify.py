@@ -25,13 +25,11 @@ from avdd.data.audio import (
     stft,
     write_wav,
 )
-from avdd.data.store import Store
+from avdd.data.store import SPECTROGRAM, Store
 from avdd.errors import AvddError
 from avdd.ranges import check_settings
 from avdd.report.samples import training_samples
 from avdd.seeding import generator
-
-AUDIO = "audio"  # the modality holding the front end's log-mel spectrograms
 
 
 def db_to_power(db: torch.Tensor) -> torch.Tensor:
@@ -100,14 +98,19 @@ def spectrogram_to_waveform(
     return waveform.reshape(*batch_shape, waveform.shape[-1])
 
 
-def check_audible(store: Store) -> None:
-    """Only the front end's spectrograms can be turned back into sound."""
-    if AUDIO not in store.modalities:
-        raise AvddError(f"{store.path}: no {AUDIO!r} modality to listen to (it has: {', '.join(store.modalities)})")
-    shape = store.modalities[AUDIO].shape
+def audible_modality(store: Store) -> str:
+    """The store's one spectrogram modality, if it is the front end's log-mel: only that can be
+    turned back into sound."""
+    found = [m for m, spec in store.modalities.items() if spec.kind == SPECTROGRAM]
+    if len(found) != 1:
+        kinds = ", ".join(f"{m} ({spec.kind})" for m, spec in store.modalities.items())
+        raise AvddError(f"{store.path}: {'no' if not found else 'more than one'} {SPECTROGRAM} modality to listen "
+                        f"to (it has: {kinds})")
+    shape = store.modalities[found[0]].shape
     if len(shape) != 3 or shape[:2] != (1, N_MELS):
-        raise AvddError(f"{store.path}: audio of shape {list(shape)} is not a front-end log-mel spectrogram "
+        raise AvddError(f"{store.path}: {found[0]} of shape {list(shape)} is not a front-end log-mel spectrogram "
                         f"(1, {N_MELS}, frames); cannot invert it")
+    return found[0]
 
 
 def clip_name(class_index: int, class_name: str, sample: int) -> str:
@@ -121,16 +124,16 @@ def write_clips(store: Store, out: Path, *, max_per_class: int | None = None, it
     the figures) as a 16-bit WAV at the front end's sample rate; per class, the files written.
     A clip louder than full scale is scaled down to fit rather than clipped."""
     check_settings("listen", {"iterations": iterations, "seed": seed})
-    check_audible(store)
-    samples = training_samples(store, [AUDIO], max_per_class)
+    audio = audible_modality(store)
+    samples = training_samples(store, [audio], max_per_class)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for c, (name, per_class) in enumerate(zip(samples.class_names, samples.samples, strict=True)):
         paths: list[Path] = []
         written.append(paths)
-        if not len(per_class[AUDIO]):
+        if not len(per_class[audio]):
             continue
-        waves = spectrogram_to_waveform(per_class[AUDIO], iterations=iterations, seed=seed)
+        waves = spectrogram_to_waveform(per_class[audio], iterations=iterations, seed=seed)
         for k, wave in enumerate(waves):
             path = out / clip_name(c, name, k)
             write_wav(path, wave / max(1.0, float(wave.abs().max()) / 0.99), SAMPLE_RATE)

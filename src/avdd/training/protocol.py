@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from avdd.data.augment import DSA, REFERENCE_STRATEGY, DSAParams
-from avdd.data.store import Split, Store
+from avdd.data.store import SPECTROGRAM, Split, Store
 from avdd.errors import AvddError
 from avdd.models.convnet import DEFAULT_ENCODER
 from avdd.models.fusion import AVClassifier, build_classifier, fusion_loss
@@ -32,15 +32,19 @@ class Protocol:
     encoder_layout: str  # avdd.models.convnet.layout_overrides
     head_init_std: float | None  # classifier weights N(0, std); None: PyTorch's default
     lr_step_offset: int  # epochs by which every decay comes later (theirs: after epoch *index* 10, 20)
-    raw_modalities: tuple[str, ...]  # fed in stored units, without mean/std (their audio: raw dB)
+    raw_kinds: tuple[str, ...]  # modalities of these kinds: fed in stored units, without mean/std (their audio: raw dB)
     align_corners: bool  # DSA's scale/rotate warps (theirs: affine_grid's default, False)
+
+    def raw_modalities(self, store: Store, modalities: Sequence[str]) -> tuple[str, ...]:
+        """Those of ``modalities`` that are fed raw: of a kind in ``raw_kinds`` in ``store``."""
+        return tuple(m for m in modalities if store.modalities[m].kind in self.raw_kinds)
 
 
 PROTOCOLS: dict[str, Protocol] = {
-    "clean": Protocol(encoder_layout="clean", head_init_std=None, lr_step_offset=0, raw_modalities=(),
+    "clean": Protocol(encoder_layout="clean", head_init_std=None, lr_step_offset=0, raw_kinds=(),
                       align_corners=True),
     "reference": Protocol(encoder_layout="reference", head_init_std=1e-4, lr_step_offset=1,
-                          raw_modalities=("audio",), align_corners=False),
+                          raw_kinds=(SPECTROGRAM,), align_corners=False),
 }
 
 

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from avdd.data.audio import SPECTROGRAM_SHAPE, clip_to_spectrogram, read_wav
 from avdd.data.download import cache_dir, download
 from avdd.data.sources.registry import DATASETS, DatasetSource, Option
-from avdd.data.store import ModalitySpec, Store, write_store
+from avdd.data.store import IMAGE, SPECTROGRAM, ModalitySpec, Store, write_store
 from avdd.errors import AvddError
 from avdd.outputs import check_store_output
 from avdd.ranges import check_settings
@@ -202,8 +202,9 @@ def build_avdigits(
     frame_std = float(train_frames.std())
     train_audio = spectrograms[is_train].astype(np.float64)
     modalities = {
-        "audio": ModalitySpec(SPECTROGRAM_SHAPE, "float16", (float(train_audio.mean()),), (float(train_audio.std()),)),
-        "frame": ModalitySpec((channels, 28, 28), "uint8", (frame_mean,), (frame_std,), scale=1 / 255),
+        "audio": ModalitySpec(SPECTROGRAM_SHAPE, "float16", (float(train_audio.mean()),), (float(train_audio.std()),),
+                              kind=SPECTROGRAM),
+        "frame": ModalitySpec((channels, 28, 28), "uint8", (frame_mean,), (frame_std,), scale=1 / 255, kind=IMAGE),
     }
     splits = {
         split: {

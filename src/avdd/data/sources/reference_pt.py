@@ -20,7 +20,7 @@ from tqdm import tqdm
 from avdd.data.audio import SPECTROGRAM_SHAPE
 from avdd.data.prepare import FRAME_MEAN, FRAME_STD
 from avdd.data.sources.registry import PREPARE_SOURCES, DatasetSource, Option
-from avdd.data.store import ModalitySpec, Store, StoreWriter
+from avdd.data.store import IMAGE, SPECTROGRAM, ModalitySpec, Store, StoreWriter
 from avdd.errors import AvddError
 
 CHUNK = 256
@@ -94,8 +94,8 @@ def import_reference(out: str | Path, *, train: Path, test: Path, overwrite: boo
     std = float(np.sqrt(max(mean_sq - mean**2, 0.0))) or 1.0
     height, width = tensors["train"][1].shape[2:]
     modalities = {
-        "audio": ModalitySpec(SPECTROGRAM_SHAPE, "float16", (mean,), (std,)),
-        "frame": ModalitySpec((3, height, width), "uint8", FRAME_MEAN, FRAME_STD, scale=1 / 255),
+        "audio": ModalitySpec(SPECTROGRAM_SHAPE, "float16", (mean,), (std,), kind=SPECTROGRAM),
+        "frame": ModalitySpec((3, height, width), "uint8", FRAME_MEAN, FRAME_STD, scale=1 / 255, kind=IMAGE),
     }
     provenance = {"source": "reference-pt", "train": str(Path(train).resolve()), "test": str(Path(test).resolve())}
     with StoreWriter(out, name="reference-pt", class_names=class_names(files["train"][1], num_classes),
