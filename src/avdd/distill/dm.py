@@ -156,43 +156,49 @@ class MatchingRun(SyntheticRun):
         return self._fitting(REAL_CHUNK_BYTES, self._first_layer_bytes(modality))
 
     # -- one iteration --------------------------------------------------------------------------
+    # Draws are keyed by the modality's name, not its position in the run: the frame encoder of an
+    # audio-visual run is that of a frame-only run, so A, V and AV runs share their real means.
     def _encoders(self) -> dict[str, torch.nn.Module]:
         encoders = {}
-        for k, m in enumerate(self.modalities):
+        for m in self.modalities:
             net = ENCODERS.get(DEFAULT_ENCODER)(self.encoder_configs[m])
-            init_parameters(net, generator(self.seed, "encoder", self.iteration, k))
+            init_parameters(net, generator(self.seed, "encoder", self.iteration, m))
             net = net.to(self.device, memory_format=self.memory_format)
             encoders[m] = net.requires_grad_(False)  # gradients go to the synthetic inputs only
         return encoders
 
-    def _draws(self, k: int) -> Draw:
-        draws = [self.dsa.draw(1, generator(self.seed, "dsa", self.iteration, k, c)) for c in self.classes]
+    def _draws(self, modality: str) -> Draw:
+        draws = [self.dsa.draw(1, generator(self.seed, "dsa", self.iteration, modality, c)) for c in self.classes]
         return Draw(torch.cat([d.kinds for d in draws]), torch.cat([d.uniforms for d in draws]))
 
-    def _real_batch(self) -> tuple[dict[str, torch.Tensor], list[int]]:
-        picks = []
-        for c in self.classes:
-            pool = self.train.class_indices[c]
-            perm = torch.randperm(len(pool), generator=generator(self.seed, "real", self.iteration, c)).numpy()
-            picks.append(pool[perm[: self.config.batch_real]])
-        batch = load_batch(self.train, np.concatenate(picks), self.modalities, self.device)
-        return batch, [len(p) for p in picks]
+    def _real_batch(self, c: int, modalities: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Class ``c``'s real batch of this iteration (the same samples in every modality)."""
+        pool = self.train.class_indices[c]
+        perm = torch.randperm(len(pool), generator=generator(self.seed, "real", self.iteration, c)).numpy()
+        return load_batch(self.train, pool[perm[: self.config.batch_real]], modalities, self.device)
+
+    def _class_real_means(self, position: int, modalities: Sequence[str], encoders: dict[str, torch.nn.Module],
+                          draws: dict[str, Draw]) -> dict[str, torch.Tensor]:
+        """(d,) per modality: the mean embedding of the augmented real batch of the class at
+        ``position``. Each class goes through the encoders on its own, in chunks of its own samples,
+        so its mean is the same bits whichever other classes a run has (a shard, a cache)."""
+        real = self._real_batch(self.classes[position], modalities)
+        means = {}
+        for m in modalities:
+            draw = Draw(draws[m].kinds[position : position + 1], draws[m].uniforms[position : position + 1])
+            with torch.no_grad(), torch.autocast(self.device.type, dtype=self.amp or torch.float32,
+                                                 enabled=self.amp is not None):
+                augmented = self.dsa.apply(real[m], draw)
+                feats = torch.cat([encoders[m](x.contiguous(memory_format=self.memory_format)).float()
+                                   for x in augmented.split(self.real_chunk[m])])
+            means[m] = feats.mean(0)
+        return means
 
     def _real_means(self, encoders: dict[str, torch.nn.Module],
                     draws: dict[str, Draw]) -> dict[str, torch.Tensor]:
         """(C, d) per modality: every class's mean embedding of its augmented real batch (no graph)."""
-        real, counts = self._real_batch()
-        labels = torch.arange(len(self.classes), device=self.device).repeat_interleave(
-            torch.tensor(counts, device=self.device))
-        means = {}
-        for m in self.modalities:
-            with torch.no_grad(), torch.autocast(self.device.type, dtype=self.amp or torch.float32,
-                                                 enabled=self.amp is not None):
-                augmented = self.dsa.apply(real[m], draws[m], chunks=counts)
-                feats = torch.cat([encoders[m](x.contiguous(memory_format=self.memory_format)).float()
-                                   for x in augmented.split(self.real_chunk[m])])
-            means[m] = class_means(feats, labels, len(self.classes))
-        return means
+        rows = [self._class_real_means(p, self.modalities, encoders, draws) for p in range(len(self.classes))]
+        return {m: torch.stack([row[m] for row in rows]) for m in self.modalities}
 
     def class_groups(self) -> list[slice]:
         """Positions of ``self.classes`` whose synthetic samples go through the encoders together.
@@ -212,7 +218,7 @@ class MatchingRun(SyntheticRun):
         With ``backward``, each class group's weighted loss is backpropagated as soon as it is
         computed and its graph freed; the returned terms are then detached."""
         encoders = self._encoders()
-        draws = {m: self._draws(k) for k, m in enumerate(self.modalities)}
+        draws = {m: self._draws(m) for m in self.modalities}
         real_means = self._real_means(encoders, draws)
         per_class = self.ipc * self.tiles
         parts = []
