@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from avdd.data.augment import REFERENCE_STRATEGY, Draw
 from avdd.data.store import Split
 from avdd.distill.embedding import EmbeddingConfig
 from avdd.distill.matching import MatchingWeights, class_means, matching_terms, weighted_total
+from avdd.distill.real_cache import RealMeanCache, cache_key
 from avdd.distill.registry import METHODS, MethodSpec, RunContext
 from avdd.distill.result import SyntheticSet
 from avdd.distill.spec import nested, setting, with_defaults
@@ -31,7 +33,7 @@ from avdd.distributed import balanced_shards, current, main_first
 from avdd.errors import AvddError
 from avdd.models.convnet import DEFAULT_ENCODER, ENCODERS, ConvNetConfig, reference_config
 from avdd.models.init import init_parameters
-from avdd.ranges import check_fields
+from avdd.ranges import PATH, check_fields
 from avdd.seeding import generator
 from avdd.training.inputs import load_batch
 
@@ -61,6 +63,12 @@ class DMSettings:
     autocast: str = field(default="auto", metadata=setting("real-side autocast: auto (bf16 on CUDA, off on CPU), "
                                                            "off, bf16, fp16"))
     checkpoint_every: int = field(default=100, metadata=setting("iterations between checkpoints"))
+    real_cache: str = field(default="", metadata=setting(
+        "folder of the real-mean cache: runs that share the data, seed and real side read each other's "
+        "per-iteration real class means (none by default; `avdd run` gives each experiment one)", PATH,
+        result=False))
+    real_cache_mb: int = field(default=2048, metadata=setting(
+        "size bound of the real-mean cache in MB (least recently used iterations evicted)", result=False))
     # herding init's embedding network (--embed-source, --embed-epochs)
     embed: EmbeddingConfig = field(default_factory=EmbeddingConfig, metadata=nested("embed"))
 
@@ -132,6 +140,7 @@ class MatchingRun(SyntheticRun):
         device: torch.device | str = "cpu",
         init_order: list[np.ndarray] | None = None,
         classes: Sequence[int] | None = None,
+        real_cache: RealMeanCache | None = None,
     ) -> None:
         if len(modalities) < 2 and (config.weights.joint or config.weights.gap):
             raise AvddError("joint and modality-gap matching need two modalities; set their weights to 0")
@@ -142,6 +151,19 @@ class MatchingRun(SyntheticRun):
             m: reference_config(train.store.modalities[m].shape, **config.encoder) for m in self.modalities
         }
         self.real_chunk = {m: config.real_chunk or self._auto_chunk(m) for m in self.modalities}
+        self.real_cache = real_cache
+        self.real_keys = {m: cache_key(self.real_key(m)) for m in self.modalities} if real_cache else {}
+
+    def real_key(self, modality: str) -> dict[str, Any]:
+        """Everything ``modality``'s real class means depend on but the iteration and the class: the
+        real-mean cache's key. Not the synthetic side (IPC, init, factor, weights, learning rates)."""
+        return {"format": 1, "data": self.data_fingerprint, "seed": self.seed, "modality": modality,
+                "encoder": [DEFAULT_ENCODER, asdict(self.encoder_configs[modality])],
+                "dsa_strategy": self.config.dsa_strategy, "batch_real": self.config.batch_real,
+                # the numerics: the same inputs give other bits in another dtype, layout, chunking
+                "autocast": str(self.amp), "channels_last": self.config.channels_last,
+                "real_chunk": self.real_chunk[modality], "device": self.device.type, "torch": torch.__version__,
+                "threads": torch.get_num_threads() if self.device.type == "cpu" else None}
 
     def _first_layer_bytes(self, modality: str) -> int:
         """Bytes of one sample's first conv layer output (fp32): what sizes a batch's activations."""
@@ -196,9 +218,21 @@ class MatchingRun(SyntheticRun):
 
     def _real_means(self, encoders: dict[str, torch.nn.Module],
                     draws: dict[str, Draw]) -> dict[str, torch.Tensor]:
-        """(C, d) per modality: every class's mean embedding of its augmented real batch (no graph)."""
-        rows = [self._class_real_means(p, self.modalities, encoders, draws) for p in range(len(self.classes))]
-        return {m: torch.stack([row[m] for row in rows]) for m in self.modalities}
+        """(C, d) per modality: every class's mean embedding of its augmented real batch (no graph),
+        read from the real-mean cache where it has them; those computed here are written to it."""
+        cache, rows = self.real_cache, []
+        for position, c in enumerate(self.classes):
+            found = {m: cache.get(self.real_keys[m], c, self.iteration) for m in self.modalities} if cache else {}
+            row = {m: mean for m, mean in found.items() if mean is not None}
+            missing = [m for m in self.modalities if m not in row]
+            if missing:
+                computed = self._class_real_means(position, missing, encoders, draws)
+                if cache:
+                    for m, mean in computed.items():
+                        cache.put(self.real_keys[m], self.real_key(m), c, self.iteration, mean)
+                row |= computed
+            rows.append(row)
+        return {m: torch.stack([row[m] for row in rows]).to(self.device) for m in self.modalities}
 
     def class_groups(self) -> list[slice]:
         """Positions of ``self.classes`` whose synthetic samples go through the encoders together.
@@ -265,7 +299,9 @@ def _matching(context: RunContext, settings: DMSettings) -> SyntheticSet:
     # a herding order's embedding network is trained (and cached) once, not by every process at once
     order = main_first(lambda: init_order(context.store, context.modalities, context.ipc, config, settings.embed,
                                           context.device, context.progress))
-    run = MatchingRun(train, context.modalities, context.ipc, context.seed, config, context.device, order, classes)
+    cache = RealMeanCache(Path(settings.real_cache), settings.real_cache_mb << 20) if settings.real_cache else None
+    run = MatchingRun(train, context.modalities, context.ipc, context.seed, config, context.device, order, classes,
+                      cache)
     return finish(run, checkpoint=context.checkpoint, resume=context.resume, progress=context.progress,
                   on_iteration=context.on_iteration, details={"matching": config.to_json()})
 
