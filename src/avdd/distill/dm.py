@@ -152,7 +152,8 @@ class MatchingRun(SyntheticRun):
         }
         self.real_chunk = {m: config.real_chunk or self._auto_chunk(m) for m in self.modalities}
         self.real_cache = real_cache
-        self.real_keys = {m: cache_key(self.real_key(m)) for m in self.modalities} if real_cache else {}
+        self.real_settings = {m: self.real_key(m) for m in self.modalities} if real_cache else {}
+        self.real_keys = {m: cache_key(settings) for m, settings in self.real_settings.items()}
 
     def real_key(self, modality: str) -> dict[str, Any]:
         """Everything ``modality``'s real class means depend on but the iteration and the class: the
@@ -229,10 +230,11 @@ class MatchingRun(SyntheticRun):
                 computed = self._class_real_means(position, missing, encoders, draws)
                 if cache:
                     for m, mean in computed.items():
-                        cache.put(self.real_keys[m], self.real_key(m), c, self.iteration, mean)
+                        cache.put(self.real_keys[m], self.real_settings[m], c, self.iteration, mean)
                 row |= computed
             rows.append(row)
-        return {m: torch.stack([row[m] for row in rows]).to(self.device) for m in self.modalities}
+        # cached means come on the CPU, computed ones on the device
+        return {m: torch.stack([row[m].to(self.device) for row in rows]) for m in self.modalities}
 
     def class_groups(self) -> list[slice]:
         """Positions of ``self.classes`` whose synthetic samples go through the encoders together.
