@@ -68,7 +68,8 @@ def distill(
     """Distill the train split of store ``data`` with ``method`` into the store ``out``.
 
     ``settings`` are the method's own (``METHODS.get(method).setting_names``, flat: ``embed_epochs``);
-    None means default; the provenance records those given.
+    None means default; the provenance records those given (but for settings that cannot change the
+    set, such as the real-mean cache folder).
     Iterative methods checkpoint beside ``out`` and continue from there with ``resume``; with
     ``eval_every`` K > 0 the synthetic set is evaluated every K iterations (``eval_config``).
     Under a process group every process calls this; the main process returns the store, the others
@@ -77,7 +78,8 @@ def distill(
     entry = METHODS.get(method)
     chosen = entry.build(settings, method)  # names it does not take, values out of range: errors here
     check_settings("distillation", {"ipc": ipc, "seed": seed, "eval_every": eval_every})
-    given = {k: v for k, v in settings.items() if v is not None}
+    # the provenance records what changes the set: not where a cache was
+    given = {k: v for k, v in settings.items() if v is not None and k not in entry.result_free}
     out = Path(out)
     check_store_output(out, overwrite)  # before the work, not only at the final rename
     job = distributed.current()

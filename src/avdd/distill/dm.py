@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from avdd.data.augment import REFERENCE_STRATEGY, Draw
 from avdd.data.store import Split
 from avdd.distill.embedding import EmbeddingConfig
 from avdd.distill.matching import MatchingWeights, class_means, matching_terms, weighted_total
+from avdd.distill.real_cache import RealMeanCache, cache_key
 from avdd.distill.registry import METHODS, MethodSpec, RunContext
 from avdd.distill.result import SyntheticSet
 from avdd.distill.spec import nested, setting, with_defaults
@@ -31,7 +33,7 @@ from avdd.distributed import balanced_shards, current, main_first
 from avdd.errors import AvddError
 from avdd.models.convnet import DEFAULT_ENCODER, ENCODERS, ConvNetConfig, reference_config
 from avdd.models.init import init_parameters
-from avdd.ranges import check_fields
+from avdd.ranges import PATH, check_fields
 from avdd.seeding import generator
 from avdd.training.inputs import load_batch
 
@@ -63,6 +65,12 @@ class DMSettings:
     autocast: str = field(default="auto", metadata=setting("real-side autocast: auto (bf16 on CUDA, off on CPU), "
                                                            "off, bf16, fp16"))
     checkpoint_every: int = field(default=100, metadata=setting("iterations between checkpoints"))
+    real_cache: str = field(default="", metadata=setting(
+        "folder of the real-mean cache: runs that share the data, seed and real side read each other's "
+        "per-iteration real class means (none by default; `avdd run` gives each experiment one)", PATH,
+        result=False))
+    real_cache_mb: int = field(default=2048, metadata=setting(
+        "size bound of the real-mean cache in MB (least recently used iterations evicted)", result=False))
     # herding init's embedding network (--embed-source, --embed-epochs)
     embed: EmbeddingConfig = field(default_factory=EmbeddingConfig, metadata=nested("embed"))
 
@@ -136,6 +144,7 @@ class MatchingRun(SyntheticRun):
         device: torch.device | str = "cpu",
         init_order: list[np.ndarray] | None = None,
         classes: Sequence[int] | None = None,
+        real_cache: RealMeanCache | None = None,
     ) -> None:
         if len(modalities) < 2 and (config.weights.joint or config.weights.gap):
             raise AvddError("joint and modality-gap matching need two modalities; set their weights to 0")
@@ -146,6 +155,20 @@ class MatchingRun(SyntheticRun):
             m: reference_config(train.store.modalities[m].shape, **config.encoder) for m in self.modalities
         }
         self.real_chunk = {m: config.real_chunk or self._auto_chunk(m) for m in self.modalities}
+        self.real_cache = real_cache
+        self.real_settings = {m: self.real_key(m) for m in self.modalities} if real_cache else {}
+        self.real_keys = {m: cache_key(settings) for m, settings in self.real_settings.items()}
+
+    def real_key(self, modality: str) -> dict[str, Any]:
+        """Everything ``modality``'s real class means depend on but the iteration and the class: the
+        real-mean cache's key. Not the synthetic side (IPC, init, factor, weights, learning rates)."""
+        return {"format": 1, "data": self.data_fingerprint, "seed": self.seed, "modality": modality,
+                "encoder": [DEFAULT_ENCODER, asdict(self.encoder_configs[modality])],
+                "dsa_strategy": self.config.dsa_strategy, "batch_real": self.config.batch_real,
+                # the numerics: the same inputs give other bits in another dtype, layout, chunking
+                "autocast": str(self.amp), "channels_last": self.config.channels_last,
+                "real_chunk": self.real_chunk[modality], "device": self.device.type, "torch": torch.__version__,
+                "threads": torch.get_num_threads() if self.device.type == "cpu" else None}
 
     def _first_layer_bytes(self, modality: str) -> int:
         """Bytes of one sample's first conv layer output (fp32): what sizes a batch's activations."""
@@ -160,43 +183,62 @@ class MatchingRun(SyntheticRun):
         return self._fitting(REAL_CHUNK_BYTES, self._first_layer_bytes(modality))
 
     # -- one iteration --------------------------------------------------------------------------
+    # Draws are keyed by the modality's name, not its position in the run: the frame encoder of an
+    # audio-visual run is that of a frame-only run, so A, V and AV runs share their real means.
     def _encoders(self) -> dict[str, torch.nn.Module]:
         encoders = {}
-        for k, m in enumerate(self.modalities):
+        for m in self.modalities:
             net = ENCODERS.get(DEFAULT_ENCODER)(self.encoder_configs[m])
-            init_parameters(net, generator(self.seed, "encoder", self.iteration, k))
+            init_parameters(net, generator(self.seed, "encoder", self.iteration, m))
             net = net.to(self.device, memory_format=self.memory_format)  # type: ignore[call-overload]  # stubs lack memory_format
             encoders[m] = net.requires_grad_(False)  # gradients go to the synthetic inputs only
         return encoders
 
-    def _draws(self, k: int) -> Draw:
-        draws = [self.dsa.draw(1, generator(self.seed, "dsa", self.iteration, k, c)) for c in self.classes]
+    def _draws(self, modality: str) -> Draw:
+        draws = [self.dsa.draw(1, generator(self.seed, "dsa", self.iteration, modality, c)) for c in self.classes]
         return Draw(torch.cat([d.kinds for d in draws]), torch.cat([d.uniforms for d in draws]))
 
-    def _real_batch(self) -> tuple[dict[str, torch.Tensor], list[int]]:
-        picks = []
-        for c in self.classes:
-            pool = self.train.class_indices[c]
-            perm = torch.randperm(len(pool), generator=generator(self.seed, "real", self.iteration, c)).numpy()
-            picks.append(pool[perm[: self.config.batch_real]])
-        batch = load_batch(self.train, np.concatenate(picks), self.modalities, self.device)
-        return batch, [len(p) for p in picks]
+    def _real_batch(self, c: int, modalities: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Class ``c``'s real batch of this iteration (the same samples in every modality)."""
+        pool = self.train.class_indices[c]
+        perm = torch.randperm(len(pool), generator=generator(self.seed, "real", self.iteration, c)).numpy()
+        return load_batch(self.train, pool[perm[: self.config.batch_real]], modalities, self.device)
+
+    def _class_real_means(self, position: int, modalities: Sequence[str], encoders: dict[str, torch.nn.Module],
+                          draws: dict[str, Draw]) -> dict[str, torch.Tensor]:
+        """(d,) per modality: the mean embedding of the augmented real batch of the class at
+        ``position``. Each class goes through the encoders on its own, in chunks of its own samples,
+        so its mean is the same bits whichever other classes a run has (a shard, a cache)."""
+        real = self._real_batch(self.classes[position], modalities)
+        means = {}
+        for m in modalities:
+            draw = Draw(draws[m].kinds[position : position + 1], draws[m].uniforms[position : position + 1])
+            with torch.no_grad(), torch.autocast(self.device.type, dtype=self.amp or torch.float32,
+                                                 enabled=self.amp is not None):
+                augmented = self.dsa.apply(real[m], draw)
+                feats = torch.cat([encoders[m](x.contiguous(memory_format=self.memory_format)).float()
+                                   for x in augmented.split(self.real_chunk[m])])
+            means[m] = feats.mean(0)
+        return means
 
     def _real_means(self, encoders: dict[str, torch.nn.Module],
                     draws: dict[str, Draw]) -> dict[str, torch.Tensor]:
-        """(C, d) per modality: every class's mean embedding of its augmented real batch (no graph)."""
-        real, counts = self._real_batch()
-        labels = torch.arange(len(self.classes), device=self.device).repeat_interleave(
-            torch.tensor(counts, device=self.device))
-        means = {}
-        for m in self.modalities:
-            with torch.no_grad(), torch.autocast(self.device.type, dtype=self.amp or torch.float32,
-                                                 enabled=self.amp is not None):
-                augmented = self.dsa.apply(real[m], draws[m], chunks=counts)
-                feats = torch.cat([encoders[m](x.contiguous(memory_format=self.memory_format)).float()
-                                   for x in augmented.split(self.real_chunk[m])])
-            means[m] = class_means(feats, labels, len(self.classes))
-        return means
+        """(C, d) per modality: every class's mean embedding of its augmented real batch (no graph),
+        read from the real-mean cache where it has them; those computed here are written to it."""
+        cache, rows = self.real_cache, []
+        for position, c in enumerate(self.classes):
+            found = {m: cache.get(self.real_keys[m], c, self.iteration) for m in self.modalities} if cache else {}
+            row = {m: mean for m, mean in found.items() if mean is not None}
+            missing = [m for m in self.modalities if m not in row]
+            if missing:
+                computed = self._class_real_means(position, missing, encoders, draws)
+                if cache:
+                    for m, mean in computed.items():
+                        cache.put(self.real_keys[m], self.real_settings[m], c, self.iteration, mean)
+                row |= computed
+            rows.append(row)
+        # cached means come on the CPU, computed ones on the device
+        return {m: torch.stack([row[m].to(self.device) for row in rows]) for m in self.modalities}
 
     def class_groups(self) -> list[slice]:
         """Positions of ``self.classes`` whose synthetic samples go through the encoders together.
@@ -216,7 +258,7 @@ class MatchingRun(SyntheticRun):
         With ``backward``, each class group's weighted loss is backpropagated as soon as it is
         computed and its graph freed; the returned terms are then detached."""
         encoders = self._encoders()
-        draws = {m: self._draws(k) for k, m in enumerate(self.modalities)}
+        draws = {m: self._draws(m) for m in self.modalities}
         real_means = self._real_means(encoders, draws)
         per_class = self.ipc * self.tiles
         parts = []
@@ -263,7 +305,9 @@ def _matching(context: RunContext, settings: DMSettings) -> SyntheticSet:
     # a herding order's embedding network is trained (and cached) once, not by every process at once
     order = main_first(lambda: init_order(context.store, context.modalities, context.ipc, config, settings.embed,
                                           context.device, context.progress))
-    run = MatchingRun(train, context.modalities, context.ipc, context.seed, config, context.device, order, classes)
+    cache = RealMeanCache(Path(settings.real_cache), settings.real_cache_mb << 20) if settings.real_cache else None
+    run = MatchingRun(train, context.modalities, context.ipc, context.seed, config, context.device, order, classes,
+                      cache)
     return finish(run, checkpoint=context.checkpoint, resume=context.resume, progress=context.progress,
                   on_iteration=context.on_iteration, details={"matching": config.to_json()})
 

@@ -19,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from avdd.data.store import Store
+from avdd.distill.checkpoint import store_fingerprint
 from avdd.distill.spec import check, setting
 from avdd.errors import AvddError
 from avdd.files import write_atomic
@@ -50,8 +51,9 @@ def joint_embedding(per_modality: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def _cache_path(store: Store, modalities: Sequence[str], config: EmbeddingConfig, eval_config: EvalConfig) -> Path:
-    key = json.dumps({"modalities": list(modalities), "embedding": vars(config), "eval": eval_config.to_json()},
-                     sort_keys=True, default=str)
+    # the store's fingerprint: a cache copied along with files of another store is not used for it
+    key = json.dumps({"modalities": list(modalities), "embedding": vars(config), "eval": eval_config.to_json(),
+                      "data": store_fingerprint(store)}, sort_keys=True, default=str)
     return store.path / "cache" / f"embeddings-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
 
 

@@ -51,6 +51,11 @@ class MethodSpec:
         return tuple(s.name for s in settings_of(self.settings))
 
     @property
+    def result_free(self) -> frozenset[str]:
+        """The settings that cannot change what the method computes (``setting(result=False)``)."""
+        return frozenset(s.name for s in settings_of(self.settings) if not s.result)
+
+    @property
     def iterative(self) -> bool:
         return "iterations" in self.setting_names
 

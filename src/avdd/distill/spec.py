@@ -3,8 +3,10 @@
 A field with ``metadata=setting(help)`` is a user setting: its name is the CLI flag
 (``--batch-real``), the experiment-config key (``batch_real``) and the provenance key; its range
 is ``range=`` or, where that is omitted, the entry of the same name in avdd/ranges.py; a string or
-bool setting needs neither. A field with ``metadata=nested(prefix)`` holds a settings dataclass of
-its own (its default) whose settings are named ``prefix_name`` (``embed: EmbeddingConfig`` gives
+bool setting needs neither. A setting declared with ``result=False`` changes how a run works, not
+what it computes (a cache folder): it is left out of the provenance and of ``avdd run``'s step
+keys. A field with ``metadata=nested(prefix)`` holds a settings dataclass of its own (its
+default) whose settings are named ``prefix_name`` (``embed: EmbeddingConfig`` gives
 ``embed_source`` and ``embed_epochs``). Other fields are internal knobs, not settings.
 """
 
@@ -18,12 +20,12 @@ from typing import Any
 from avdd.errors import AvddError
 from avdd.ranges import FLAG, RANGES, TEXT, PerModality, Spec, problem
 
-HELP, RANGE, PREFIX = "avdd.help", "avdd.range", "avdd.prefix"
+HELP, RANGE, PREFIX, RESULT = "avdd.help", "avdd.range", "avdd.prefix", "avdd.result"
 
 
-def setting(help: str, range: Spec | None = None) -> dict[str, Any]:
+def setting(help: str, range: Spec | None = None, result: bool = True) -> dict[str, Any]:
     """The field metadata of a user setting (see the module docstring)."""
-    return {HELP: help, RANGE: range}
+    return {HELP: help, RANGE: range, RESULT: result}
 
 
 def nested(prefix: str) -> dict[str, Any]:
@@ -40,6 +42,7 @@ class Setting:
     help: str
     range: Spec
     default: Any
+    result: bool = True  # whether it can change what the run computes
 
 
 def flag_of(name: str) -> str:
@@ -73,7 +76,8 @@ def settings_of(cls: type) -> tuple[Setting, ...]:
                 walk(_default(f).__class__, f"{prefix}{f.metadata[PREFIX]}_", (*path, f.name))
             elif HELP in f.metadata:
                 name, default = prefix + f.name, _default(f)
-                found.append(Setting(name, (*path, f.name), f.metadata[HELP], _range(name, f, default), default))
+                found.append(Setting(name, (*path, f.name), f.metadata[HELP], _range(name, f, default), default,
+                                     f.metadata[RESULT]))
 
     walk(cls, "", ())
     return tuple(found)

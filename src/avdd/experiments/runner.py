@@ -7,6 +7,8 @@ Layout of the output directory::
     sets/NAME-KEY/         distilled sets (a store each, with distill_log.json); shared by every
                            evaluation that needs the same set
     experts/NAME-KEY/      outputs of the steps a method needs (MTT's expert trajectories)
+    real-cache/            the real-mean cache every DM/AVDD cell shares (distill/real_cache.py): a
+                           grid computes each iteration's real class means once per real side
     cells/KEY.json         one evaluation: its settings, metrics and the full result
     results.json           every cell (settings, status, metrics, error), results.csv, tables.md
 
@@ -47,6 +49,7 @@ from avdd.training.protocol import EvalConfig
 
 Log = Callable[[str], None]
 RESULTS, TABLES, CSV_FILE, CONFIG_FILE = "results.json", "tables.md", "results.csv", "config.yaml"
+REAL_CACHE = "real-cache"
 
 
 # what a cached cell must hold to be reused
@@ -92,12 +95,14 @@ def open_data(experiment: Experiment, progress: bool) -> Store:
 
 @dataclass(frozen=True)
 class Step:
-    """One cacheable unit of work: its output directory is ``kind/name-key``."""
+    """One cacheable unit of work: its output directory is ``kind/name-key``. ``free`` settings reach
+    the step but not its key: they cannot change its output (a cache folder)."""
 
     kind: str
     name: str
     settings: dict[str, Any]
     needs: tuple[Step, ...] = ()
+    free: dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -160,12 +165,15 @@ class Runner:
                            {"data": self.data_key, "modalities": list(cell.modalities), **block.pop(name)})
                       for name in STEPS if name in block)
         settings = {k: v for k, v in view["distill"].items() if k in taken} | block | cell.method_settings()
+        free = {k: settings.pop(k) for k in method.result_free & settings.keys()}
+        if "real_cache" in taken:  # every cell of the experiment shares one
+            free.setdefault("real_cache", str(self.out / REAL_CACHE))
         # only iterative methods evaluate while distilling
         intermediate = view["intermediate"] if view["intermediate"]["every"] and method.iterative else None
         return Step("sets", f"{cell.method}-ipc{cell.ipc}-{'+'.join(cell.modalities)}-s{cell.seed}",
                     {"data": self.data_key, "method": cell.method, "ipc": cell.ipc, "seed": cell.seed,
                      "modalities": list(cell.modalities), "settings": settings, "intermediate": intermediate},
-                    needs)
+                    needs, free)
 
     def eval_key(self, cell: Cell, config: EvalConfig, distilled: Step | None) -> str:
         view = self.experiment.view
@@ -203,7 +211,7 @@ class Runner:
             distill(self.store.path, path, s["method"], modalities=s["modalities"], ipc=s["ipc"], seed=s["seed"],
                     device=self.device, progress=self.progress, resume=True, overwrite=False,
                     eval_every=s["intermediate"]["every"] if s["intermediate"] else 0, eval_config=eval_config,
-                    **s["settings"], **needed)
+                    **s["settings"], **step.free, **needed)
             return
         settings = {k: v for k, v in s.items() if k not in ("data", "modalities")}
         tmp = path.with_name(f".{path.name}.partial")  # a step's own resumable work lives here until done
