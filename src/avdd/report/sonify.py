@@ -100,14 +100,22 @@ def spectrogram_to_waveform(
     return waveform.reshape(*batch_shape, waveform.shape[-1])
 
 
-def check_audible(store: Store) -> None:
-    """Only the front end's spectrograms can be turned back into sound."""
+def inaudible(store: Store) -> str | None:
+    """Why ``store``'s audio cannot be turned back into sound (only the front end's spectrograms
+    can), or None."""
     if AUDIO not in store.modalities:
-        raise AvddError(f"{store.path}: no {AUDIO!r} modality to listen to (it has: {', '.join(store.modalities)})")
+        return f"{store.path}: no {AUDIO!r} modality to listen to (it has: {', '.join(store.modalities)})"
     shape = store.modalities[AUDIO].shape
     if len(shape) != 3 or shape[:2] != (1, N_MELS):
-        raise AvddError(f"{store.path}: audio of shape {list(shape)} is not a front-end log-mel spectrogram "
-                        f"(1, {N_MELS}, frames); cannot invert it")
+        return (f"{store.path}: audio of shape {list(shape)} is not a front-end log-mel spectrogram "
+                f"(1, {N_MELS}, frames); cannot invert it")
+    return None
+
+
+def check_audible(store: Store) -> None:
+    problem = inaudible(store)
+    if problem:
+        raise AvddError(problem)
 
 
 def clip_name(class_index: int, class_name: str, sample: int) -> str:
