@@ -45,8 +45,9 @@ def same_set(a: Path, b: Path) -> None:
 
 def test_tensorboard_holds_the_losses_and_sample_grids_and_changes_nothing(tiny_store: Store, tmp_path: Path) -> None:
     logs = tmp_path / "logs"
-    assert main(distill_argv(tiny_store, tmp_path / "plain")) == 0
-    assert main(distill_argv(tiny_store, tmp_path / "logged", "--log", "tensorboard", "--log-dir", str(logs),
+    evaluate = ("--eval-every", "2", "--eval-epochs", "1")
+    assert main(distill_argv(tiny_store, tmp_path / "plain", *evaluate)) == 0
+    assert main(distill_argv(tiny_store, tmp_path / "logged", *evaluate, "--log", "tensorboard", "--log-dir", str(logs),
                              "--log-every", "2")) == 0
     same_set(tmp_path / "plain", tmp_path / "logged")
 
@@ -57,6 +58,10 @@ def test_tensorboard_holds_the_losses_and_sample_grids_and_changes_nothing(tiny_
         logged = run.Scalars(f"loss/{term}")
         assert [e.step for e in logged] == [1, 2, 3, 4]
         assert [e.value for e in logged] == pytest.approx([h[term] for h in history], rel=1e-6)
+    evaluations = json.loads((tmp_path / "logged" / "distill_log.json").read_text())["evaluations"]
+    accuracy = run.Scalars("intermediate/accuracy")
+    assert [e.step for e in accuracy] == [2, 4]
+    assert [e.value for e in accuracy] == pytest.approx([e["mean"] for e in evaluations])
     for modality in ("audio", "frame"):
         grids = run.Images(f"samples/{modality}")
         assert [g.step for g in grids] == [2, 4]  # every 2 iterations, and the last
@@ -64,10 +69,8 @@ def test_tensorboard_holds_the_losses_and_sample_grids_and_changes_nothing(tiny_
     assert "settings/text_summary" in run.Tags()["tensors"]  # the provenance
 
 
-def test_wandb_writes_an_offline_run(tiny_store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def test_wandb_writes_an_offline_run(tiny_store: Store, tmp_path: Path, offline_wandb: None,
                                      capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
     logs = tmp_path / "logs"
     assert main(distill_argv(tiny_store, tmp_path / "set", "--log", "wandb", "--log-dir", str(logs))) == 0
     assert "avdd: warning" not in capsys.readouterr().err
@@ -108,7 +111,13 @@ def test_a_backend_that_cannot_start_is_a_warning(tmp_path: Path, monkeypatch: p
         tracking.open_tracker("mlflow", tmp_path, "x")
 
 
-def test_sounds_of_front_end_spectrograms_go_to_the_audio_panel(tmp_path: Path) -> None:
+@pytest.fixture
+def offline_wandb(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+
+
+def test_sounds_of_front_end_spectrograms_go_to_the_audio_panel(tmp_path: Path, offline_wandb: None) -> None:
     g = torch.Generator().manual_seed(0)
     files = {}
     for split in ("train", "test"):
@@ -125,6 +134,12 @@ def test_sounds_of_front_end_spectrograms_go_to_the_audio_panel(tmp_path: Path) 
     assert sorted(run.Tags()["audio"]) == ["sound/000-0", "sound/001-1"]
     (clip,) = run.Audio("sound/000-0")
     assert clip.step == 7 and clip.sample_rate == 11000 and clip.length_frames == 11000  # 1 s
+
+    with tracking.open_tracker("wandb", tmp_path / "wandb-logs", "sounds") as tracker:
+        tracker.samples(store, stored, torch.tensor([0, 1]), factor=2, step=7)
+        assert tracker.active  # no warning turned it off
+    (media,) = (tmp_path / "wandb-logs" / "wandb").glob("offline-run-*/files/media")
+    assert sorted(p.name.split("_")[0] for p in (media / "audio" / "sound").iterdir()) == ["000-0", "001-1"]
 
 
 def test_the_config_log_key_and_the_runner(tiny_store: Store, tmp_path: Path) -> None:

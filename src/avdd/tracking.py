@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import tempfile
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -27,7 +29,7 @@ import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from avdd.data.audio import SAMPLE_RATE
+from avdd.data.audio import SAMPLE_RATE, write_wav
 from avdd.data.store import Store
 from avdd.errors import AvddError
 from avdd.ranges import RANGES, Choice, check_settings
@@ -92,6 +94,7 @@ class Wandb:
         self.wandb = wandb
         log_dir.mkdir(parents=True, exist_ok=True)
         self.run = wandb.init(project=PROJECT, name=name, dir=str(log_dir), reinit="create_new")
+        self.sounds = Path(tempfile.mkdtemp(prefix="avdd-sounds-"))  # wandb.Audio reads arrays only with soundfile
 
     def config(self, settings: Mapping[str, Any]) -> None:
         self.run.config.update(dict(settings), allow_val_change=True)
@@ -103,13 +106,16 @@ class Wandb:
         self.run.log({tag: self.wandb.Image(pixels)}, step=step)
 
     def audio(self, tag: str, wave: np.ndarray, step: int) -> None:
-        self.run.log({tag: self.wandb.Audio(wave, sample_rate=SAMPLE_RATE)}, step=step)
+        path = self.sounds / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', tag)}-{step}.wav"
+        write_wav(path, torch.from_numpy(wave), SAMPLE_RATE)
+        self.run.log({tag: self.wandb.Audio(str(path))}, step=step)  # copied into the run's media when logged
 
     def table(self, tag: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         self.run.log({tag: self.wandb.Table(columns=list(columns), data=[list(r) for r in rows])})
 
     def close(self) -> None:
         self.run.finish()
+        shutil.rmtree(self.sounds, ignore_errors=True)
 
 
 BACKENDS: dict[str, Callable[[Path, str], Backend]] = {"tensorboard": TensorBoard, "wandb": Wandb}  # and "none"
