@@ -35,7 +35,7 @@ from avdd.errors import AvddError
 from avdd.ranges import RANGES, Choice, check_settings
 from avdd.report.figures import class_grid_figure
 from avdd.report.samples import class_samples
-from avdd.report.sonify import AUDIO, inaudible, spectrogram_to_waveform
+from avdd.report.sonify import AUDIO, inaudible, spectrogram_to_waveform, within_full_scale
 from avdd.training.factor import FACTOR
 
 LOG_EVERY = 100  # iterations between sample grids and sounds (losses: every iteration)
@@ -171,6 +171,7 @@ class Tracker:
                 step: int) -> None:
         """A grid per modality and, for front-end audio (not a test store's), each class's first sample as sound."""
         def log(backend: Backend) -> None:
+            # up to one factorised sample's tiles per class: a grid that stays readable at any IPC
             samples = class_samples(stored, labels, store.class_names, factor, max_per_class=FACTOR**2)
             for modality in stored:
                 fig = class_grid_figure(samples, store, modality, f"{self.name}: {modality}, iteration {step}")
@@ -181,8 +182,7 @@ class Tracker:
                 for c, per_class in enumerate(samples.samples):
                     if len(per_class[AUDIO]):
                         wave = spectrogram_to_waveform(per_class[AUDIO][:1], iterations=SOUND_ITERATIONS)[0]
-                        wave = wave / max(1.0, float(wave.abs().max()) / 0.99)  # louder than full scale: scaled
-                        backend.audio(f"sound/{c:03d}-{store.class_names[c]}", wave.numpy(), step)
+                        backend.audio(f"sound/{c:03d}-{store.class_names[c]}", within_full_scale(wave).numpy(), step)
 
         self._call("samples", log)
 

@@ -100,6 +100,11 @@ def spectrogram_to_waveform(
     return waveform.reshape(*batch_shape, waveform.shape[-1])
 
 
+def within_full_scale(wave: torch.Tensor) -> torch.Tensor:
+    """A clip louder than full scale scaled down to fit (rather than clipped)."""
+    return wave / max(1.0, float(wave.abs().max()) / 0.99)
+
+
 def inaudible(store: Store) -> str | None:
     """Why ``store``'s audio cannot be turned back into sound (only the front end's spectrograms
     can), or None."""
@@ -141,6 +146,6 @@ def write_clips(store: Store, out: Path, *, max_per_class: int | None = None, it
         waves = spectrogram_to_waveform(per_class[AUDIO], iterations=iterations, seed=seed)
         for k, wave in enumerate(waves):
             path = out / clip_name(c, name, k)
-            write_wav(path, wave / max(1.0, float(wave.abs().max()) / 0.99), SAMPLE_RATE)
+            write_wav(path, within_full_scale(wave), SAMPLE_RATE)
             paths.append(path)
     return written
