@@ -88,7 +88,7 @@ NUMERIC = numeric_options()
 
 def test_the_option_walk_finds_the_numbers_of_every_verb():
     verbs = {path[0] for path, _, _ in NUMERIC}
-    assert verbs == {"data", "prepare", "distill", "evaluate", "retrieve", "experts", "listen", "report", "demo"}
+    assert verbs == {"data", "prepare", "distill", "evaluate", "retrieve", "experts", "listen", "report", "demo", "run"}
     assert ("distill", "--iterations") in {(p[0], f) for p, f, _ in NUMERIC}
     assert len(NUMERIC) > 60
 

@@ -95,7 +95,20 @@ class Several:
         return f"{self.count} numbers, each {self.value.describe().removeprefix('a number ')}"
 
 
-Spec = Number | Kind | PerModality | Several
+@dataclass(frozen=True)
+class Choice:
+    """One of a few names."""
+
+    names: tuple[str, ...]
+
+    def accepts(self, value: Any) -> bool:
+        return value in self.names
+
+    def describe(self) -> str:
+        return "one of " + ", ".join(self.names)
+
+
+Spec = Number | Kind | PerModality | Several | Choice
 
 COUNT = Number(int, 1)  # how many of something: at least one
 INDEX = Number(int, 0)  # seeds, and counts where 0 means off, auto or all
@@ -110,7 +123,7 @@ PATH = Kind(str | os.PathLike, "a path")
 RANGES: dict[str, Spec] = {
     **dict.fromkeys(("ipc", "iterations", "num_eval", "epochs", "batch_size", "test_batch_size", "batch_real", "width",
                      "grid", "checkpoint_every", "embed_epochs", "syn_steps", "expert_epochs", "num_experts",
-                     "lr_step", "subset", "subsets", "max_per_class", "workers", "real_cache_mb"), COUNT),
+                     "lr_step", "subset", "subsets", "max_per_class", "workers", "real_cache_mb", "log_every"), COUNT),
     **dict.fromkeys(("seed", "eval_every", "batch_syn", "max_start_epoch", "real_chunk", "synthetic_group",
                      "pairing_seed", "split_seed", "networks_together"), INDEX),
     **dict.fromkeys(("step_size", "lr_step_size", "lr_head", "lr_encoder_default", "lr_default", "expert_lr"), RATE),
@@ -124,6 +137,7 @@ RANGES: dict[str, Spec] = {
     **dict.fromkeys(("method", "fusion", "init", "dsa_strategy", "autocast", "embed_source", "space",
                      "protocol", "encoder", "norm", "activation", "pooling"), TEXT),
     **dict.fromkeys(("factor", "dsa", "channels_last", "float16"), FLAG),
+    "log": Choice(("none", "tensorboard", "wandb")),  # experiment trackers (avdd/tracking.py)
 }
 
 

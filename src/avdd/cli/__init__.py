@@ -27,7 +27,7 @@ VERB_MODULES = (data, prepare, experts, distill, evaluate, retrieve, run, report
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from avdd import __version__
+    from avdd.version import __version__
 
     parser = argparse.ArgumentParser(
         prog="avdd",

@@ -9,16 +9,35 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from avdd.errors import AvddError
-from avdd.ranges import RANGES, Number, PerModality, unknown_modalities
+from avdd.ranges import RANGES, Choice, Number, PerModality, unknown_modalities
+from avdd.tracking import LOG_EVERY
 
 
 def add_device_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None,
                         help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu; under torchrun "
                              "cuda is each process's own GPU, cuda:LOCAL_RANK)")
+
+
+LOG_DIR = "avdd-logs"  # --log-dir of distill and evaluate (run: its --out/logs)
+
+
+def add_log_options(parser: argparse.ArgumentParser, default_dir: str, default: str | None = "none") -> None:
+    """``--log``, ``--log-dir``, ``--log-every``: experiment tracking (avdd/tracking.py)."""
+    backends = RANGES["log"]
+    assert isinstance(backends, Choice)
+    parser.add_argument("--log", choices=backends.names, default=default,
+                        help="send losses, accuracies, sample grids and sounds to TensorBoard or Weights & Biases "
+                             f"(pip install 'avdd[tensorboard]' or 'avdd[wandb]'; default: {default or 'the config'})")
+    parser.add_argument("--log-dir", type=Path, default=None,
+                        help=f"where the tracker writes (default: {default_dir})")
+    parser.add_argument("--log-every", type=setting("log_every"), default=None,
+                        help="iterations between logged sample grids and sounds (losses: every iteration; "
+                             f"default {LOG_EVERY})")
 
 
 def _number(spec: Number, text: str) -> Any:

@@ -7,8 +7,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from avdd.cli.common import add_device_option, add_per_modality_option, check_modality_keys, number, setting
+from avdd.cli.common import (
+    LOG_DIR,
+    add_device_option,
+    add_log_options,
+    add_per_modality_option,
+    check_modality_keys,
+    number,
+    setting,
+)
 from avdd.cli.data import describe_store
+from avdd.data.store import open_store
 from avdd.device import resolve_device
 from avdd.distill.api import distill
 from avdd.distill.registry import METHODS
@@ -16,6 +25,7 @@ from avdd.distill.spec import Setting, flag_of, settings_of
 from avdd.distributed import joined
 from avdd.outputs import STORE, claim_if
 from avdd.ranges import FLAG, Number, PerModality, parse_modalities
+from avdd.tracking import open_tracker, run_name
 from avdd.training.protocol import EvalConfig
 
 
@@ -62,9 +72,17 @@ def cmd_distill(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     with joined(device) as job, claim_if(job.is_main, args.out, kind=STORE, inputs=[args.data, args.experts],
                                          overwrite=args.overwrite):
-        distill(args.data, args.out, args.method, modalities=modalities, ipc=args.ipc, seed=args.seed,
-                device=device, progress=not args.quiet and job.is_main, resume=args.resume,
-                overwrite=args.overwrite, eval_every=args.eval_every, eval_config=eval_config, **settings)
+        name = run_name({"method": args.method, "ipc": args.ipc, "modalities": modalities, "seed": args.seed})
+        # only the main process logs (under torchrun its samples are its own share of the classes)
+        with open_tracker(args.log if job.is_main else "none", args.log_dir or LOG_DIR, name,
+                          every=args.log_every) as tracker:
+            saved = distill(args.data, args.out, args.method, modalities=modalities, ipc=args.ipc, seed=args.seed,
+                            device=device, progress=not args.quiet and job.is_main, resume=args.resume,
+                            overwrite=args.overwrite, eval_every=args.eval_every, eval_config=eval_config,
+                            on_iteration=tracker.distill_hook(open_store(args.data)) if tracker.active else None,
+                            **settings)
+            if saved is not None:
+                tracker.config({**saved.provenance, "data": str(args.data), "out": str(args.out)})
         if job.is_main:
             print(describe_store(args.out))
     return 0
@@ -97,6 +115,7 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint(s)")
     add_device_option(p)
+    add_log_options(p, LOG_DIR)
     for name, declared in method_settings().items():  # generated from the methods' settings dataclasses
         spec, text = declared[0][1].range, setting_help(declared)
         if isinstance(spec, PerModality):

@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from avdd.cli.common import add_device_option, setting
+from avdd.cli.common import LOG_DIR, add_device_option, add_log_options, setting
+from avdd.data.store import open_store
 from avdd.device import resolve_device
 from avdd.distributed import joined
 from avdd.evaluate.recognition import evaluate_recognition
 from avdd.files import write_json
 from avdd.outputs import JSON_FILE, claim_if
 from avdd.ranges import parse_modalities
+from avdd.tracking import open_tracker
 from avdd.training.protocol import PROTOCOLS, EvalConfig
 
 
@@ -35,6 +37,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                       progress=not args.quiet and job.is_main)
         if not job.is_main:
             return 0
+        train = open_store(args.train)
+        with open_tracker(args.log, args.log_dir or LOG_DIR, f"evaluate-{args.train.name}") as tracker:
+            tracker.config({"train": str(args.train), "test": str(args.test), "train_provenance": train.provenance,
+                            **config.to_json()})
+            tracker.accuracy({"mean": result.mean, "std": result.std, "runs": result.runs})
         runs = ", ".join(f"{100 * r:.1f}" for r in result.runs)
         print(f"{'+'.join(config.modalities)} {config.fusion}: {100 * result.mean:.2f} ± {100 * result.std:.2f} % "
               f"over {config.num_eval} network(s) (population std; runs {runs})", flush=True)
@@ -72,5 +79,6 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
                         "clean: without those quirks (default: %(default)s; README, Fidelity)")
     p.add_argument("--seed", type=setting("seed"), default=d.seed, help="default: %(default)s")
     add_device_option(p)
+    add_log_options(p, LOG_DIR)
     p.add_argument("--json", type=Path, default=None, help="write the result (accuracy, runs, config) here")
     p.set_defaults(handler=cmd_evaluate, distributed=True)

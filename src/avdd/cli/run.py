@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from pathlib import Path
 
-from avdd.cli.common import add_device_option
+from avdd.cli.common import add_device_option, add_log_options
 from avdd.device import resolve_device
 from avdd.experiments.config import load_experiment
 from avdd.experiments.runner import TABLES, run_experiment
 from avdd.outputs import claim_output
+from avdd.tracking import open_tracker
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     experiment = load_experiment(args.config, args.set or ())
+    log = experiment.view["log"]  # the config's log: section; the flags win
+    backend, every = args.log or log["backend"], args.log_every or log["every"]
+    log_dir = args.log_dir or log["dir"] or args.out / "logs"
+    tracker = None if backend == "none" else partial(open_tracker, backend, log_dir, every=every)
     with claim_output(args.out, kind="run"):
         outcomes = run_experiment(experiment, args.out, device=resolve_device(args.device), progress=not args.quiet,
-                                  log=(lambda line: None) if args.quiet else print)
+                                  log=(lambda line: None) if args.quiet else print, tracker=tracker)
     print((args.out / TABLES).read_text().rstrip())
     print(f"\nresults: {args.out}/results.json, results.csv, tables.md; figures: avdd report {args.out}")
     return 1 if any(o.status != "done" for o in outcomes) else 0
@@ -39,4 +45,5 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
                    help="override a key of the resolved config (dotted path, YAML value); repeatable")
     p.add_argument("--out", type=Path, required=True, help="run directory (sets, cell results, tables)")
     add_device_option(p)
+    add_log_options(p, "OUT/logs, or the config's log.dir", default=None)
     p.set_defaults(handler=cmd_run)

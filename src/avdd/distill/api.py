@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import glob
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,8 @@ from avdd.outputs import check_store_output
 from avdd.ranges import check_settings
 from avdd.training.factor import factor_of
 from avdd.training.protocol import EvalConfig
+
+IterationHook = Callable[[Any, dict[str, Any] | None], None]  # (the run, this iteration's evaluation or None)
 
 
 def checkpoint_path(out: Path, job: Job = distributed.SERIAL) -> Path:
@@ -63,6 +65,7 @@ def distill(
     overwrite: bool = False,
     eval_every: int = 0,
     eval_config: EvalConfig | None = None,
+    on_iteration: IterationHook | None = None,
     **settings: Any,
 ) -> Store | None:
     """Distill the train split of store ``data`` with ``method`` into the store ``out``.
@@ -72,6 +75,9 @@ def distill(
     set, such as the real-mean cache folder).
     Iterative methods checkpoint beside ``out`` and continue from there with ``resume``; with
     ``eval_every`` K > 0 the synthetic set is evaluated every K iterations (``eval_config``).
+    ``on_iteration(run, evaluation)`` is called after every iteration of an iterative method with
+    the run (``.iteration``, ``.history``, ``.stored()``) and that iteration's evaluation or None
+    (experiment tracking, avdd/tracking.py); it must not change the run.
     Under a process group every process calls this; the main process returns the store, the others
     None, after it is written.
     """
@@ -95,12 +101,16 @@ def distill(
     evaluations: list[dict[str, Any]] = []
 
     def after_iteration(run: Any) -> None:
+        evaluation = None
         if eval_every > 0 and run.iteration % eval_every == 0:
             # every process of a sharded run gets here at the same iteration: all evaluate the whole set
             part = SyntheticSet(run.stored(), run.labels, factor=run.config.factor).cpu()
             accuracy = _evaluate_synthetic(merge_shards(distributed.gather_all(part)), store,
                                            eval_config or EvalConfig(modalities=tuple(modalities)), dev)
-            evaluations.append({"iteration": run.iteration, **accuracy})
+            evaluation = {"iteration": run.iteration, **accuracy}
+            evaluations.append(evaluation)
+        if on_iteration is not None:
+            on_iteration(run, evaluation)
 
     context = RunContext(store, tuple(modalities), ipc, seed, dev, progress, checkpoint, resume, after_iteration)
     synthetic = _run_method(entry, job, context, chosen)

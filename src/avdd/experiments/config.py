@@ -4,7 +4,7 @@
 A config file names several datasets and schedules; resolving it picks one of each and flattens
 the result into the *resolved view* (``experiment``, ``dataset``, ``data``, ``schedule``,
 ``seeds``, ``distill``, ``methods``, ``intermediate``, ``evaluate``, ``evaluation``,
-``retrieval``, ``grid``, ``exclude``, ``whole_data``, ``table``). ``--set`` keys are dotted paths
+``retrieval``, ``grid``, ``exclude``, ``whole_data``, ``table``, ``log``). ``--set`` keys are dotted paths
 into that view (``--set evaluate.num_eval=1``); values are YAML (``--set grid.ipc=[1,10]``).
 The README documents the format.
 """
@@ -29,21 +29,23 @@ from avdd.training.protocol import EvalConfig
 EVALUATIONS = ("recognition", "retrieval")
 CELL_AXES = ("method", "ipc", "modalities", "fusion")  # grid axes that are not method settings
 FILE_KEYS = ("experiment", "description", "evaluation", "dataset", "datasets", "schedules", "retrieval", "grid",
-             "exclude", "whole_data", "table")
+             "exclude", "whole_data", "table", "log")
 SCHEDULE_KEYS = ("seeds", "distill", "methods", "intermediate", "evaluate")
 RETRIEVAL_KEYS = ("subset", "subsets", "space")
 TABLE_KEYS = ("rows", "columns")
+LOG_SETTINGS = {"backend": "log", "dir": None, "every": "log_every"}  # experiment tracking; key -> ranges.py name
 OPEN = None  # a section whose keys are checked later (per method) or not at all
 # what a section of the view holds where neither the file nor --set says
 SECTION_DEFAULTS: dict[str, dict[str, Any]] = {
     "intermediate": {"every": 0, "num_eval": 1, "epochs": 30},
     "retrieval": {"subset": 150, "subsets": 1, "space": "probabilities"},
     "table": {"rows": ["method"], "columns": ["ipc", "modalities"]},
+    "log": {"backend": "none", "dir": None, "every": None},  # dir None: OUT/logs; every None: the tracker's default
 }
 VIEW_TYPES = {  # the type of each key of the resolved view (--set can give any YAML value)
     **dict.fromkeys(("experiment", "description", "evaluation", "dataset", "data", "schedule"), str),
     **dict.fromkeys(("seeds", "exclude", "whole_data"), list),
-    **dict.fromkeys(("distill", "methods", "intermediate", "evaluate", "retrieval", "grid", "table"), dict),
+    **dict.fromkeys(("distill", "methods", "intermediate", "evaluate", "retrieval", "grid", "table", "log"), dict),
 }
 INTERMEDIATE_SETTINGS = {"every": "eval_every", "num_eval": "num_eval", "epochs": "epochs"}  # key -> ranges.py name
 STEP_SETTINGS = {"lr": "expert_lr"}  # a step's keys whose ranges.py name differs (experts: SGD's one rate)
@@ -74,6 +76,7 @@ def view_schema() -> dict[str, Any]:
         "retrieval": RETRIEVAL_KEYS,
         "grid": OPEN,  # named-variant axes take any name; validate() checks the settings
         "table": TABLE_KEYS,
+        "log": tuple(LOG_SETTINGS),
     }
 
 
@@ -248,6 +251,7 @@ def resolve(doc: Mapping[str, Any], overrides: Sequence[str] = (), source: str =
         "exclude": _given(doc, "exclude", list, f"{source}: "),
         "whole_data": _given(doc, "whole_data", list, f"{source}: "),
         "table": _given(doc, "table", dict, f"{source}: "),
+        "log": _given(doc, "log", dict, f"{source}: "),
     }
     for path, value in sets:
         if len(path) == 1 and path[0] in ("dataset", "schedule"):
@@ -329,6 +333,7 @@ def given_settings(experiment: Experiment) -> Iterator[tuple[str, str, Any]]:
             yield from ((f"methods.{method}.{step}.{key}", STEP_SETTINGS.get(key, key), value)
                         for key, value in block[step].items())
     yield from ((f"intermediate.{key}", INTERMEDIATE_SETTINGS[key], value) for key, value in v["intermediate"].items())
+    yield from ((f"log.{key}", LOG_SETTINGS[key] or key, value) for key, value in v["log"].items())
     for axis in experiment.axes:
         for index, (label, settings) in enumerate(zip(axis.values, axis.settings, strict=True)):
             for name, value in settings.items():
@@ -365,6 +370,8 @@ def validate(experiment: Experiment) -> None:
     found = [p for label, name, value in given if (p := problem(name, value, label, spec=ranges.get(name)))]
     if found:
         raise AvddError(f"{where}: {'; '.join(found)}")
+    if not isinstance(v["log"]["dir"], str | type(None)):
+        raise AvddError(f"{where}: log.dir must be a path (a string), got {v['log']['dir']!r}")
     if v["retrieval"]["space"] not in SPACES:
         raise AvddError(f"{where}: retrieval.space must be one of {', '.join(SPACES)}")
     experiment.eval_config(("audio",), "ensemble", 0)  # evaluate settings: what the ranges do not cover

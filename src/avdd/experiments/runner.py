@@ -23,10 +23,10 @@ import hashlib
 import json
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import yaml
@@ -48,6 +48,19 @@ from avdd.formats import META_FILE
 from avdd.training.protocol import EvalConfig
 
 Log = Callable[[str], None]
+
+
+class RunTracker(Protocol):
+    """What the runner logs to (avdd/tracking.py's Tracker, passed in by the caller: tracking draws
+    with avdd.report, which builds on this package)."""
+
+    def config(self, settings: Mapping[str, Any]) -> None: ...
+    def table(self, tag: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None: ...
+    def distill_hook(self, store: Store) -> Callable[[Any, Mapping[str, Any] | None], None]: ...
+    def close(self) -> None: ...
+
+
+OpenTracker = Callable[[str], RunTracker]  # a tracker for the run of this name
 RESULTS, TABLES, CSV_FILE, CONFIG_FILE = "results.json", "tables.md", "results.csv", "config.yaml"
 REAL_CACHE = "real-cache"
 
@@ -146,8 +159,9 @@ EVALUATIONS = {"recognition": recognition, "retrieval": retrieval}
 
 class Runner:
     def __init__(self, experiment: Experiment, out: Path, *, device: str | torch.device | None = "cpu",
-                 progress: bool = True, log: Log = print) -> None:
+                 progress: bool = True, log: Log = print, tracker: OpenTracker | None = None) -> None:
         self.experiment, self.out, self.progress, self.log = experiment, Path(out), progress, log
+        self.tracker = tracker
         self.device = resolve_device(device)
         self.store = open_data(experiment, progress)
         # the data's identity is its description (classes, shapes, statistics, provenance), not its path
@@ -208,10 +222,18 @@ class Runner:
             if s["intermediate"]:
                 eval_config = replace(self.experiment.eval_config(s["modalities"], "ensemble", s["seed"]),
                                       num_eval=s["intermediate"]["num_eval"], epochs=s["intermediate"]["epochs"])
-            distill(self.store.path, path, s["method"], modalities=s["modalities"], ipc=s["ipc"], seed=s["seed"],
-                    device=self.device, progress=self.progress, resume=True, overwrite=False,
-                    eval_every=s["intermediate"]["every"] if s["intermediate"] else 0, eval_config=eval_config,
-                    **s["settings"], **step.free, **needed)
+            tracker = self.tracker(f"{self.experiment.view['experiment']}-{path.name}") if self.tracker else None
+            try:
+                if tracker is not None:
+                    tracker.config(s)
+                distill(self.store.path, path, s["method"], modalities=s["modalities"], ipc=s["ipc"], seed=s["seed"],
+                        device=self.device, progress=self.progress, resume=True, overwrite=False,
+                        eval_every=s["intermediate"]["every"] if s["intermediate"] else 0, eval_config=eval_config,
+                        on_iteration=tracker.distill_hook(self.store) if tracker else None, **s["settings"],
+                        **step.free, **needed)
+            finally:
+                if tracker is not None:
+                    tracker.close()
             return
         settings = {k: v for k, v in s.items() if k not in ("data", "modalities")}
         tmp = path.with_name(f".{path.name}.partial")  # a step's own resumable work lives here until done
@@ -262,6 +284,8 @@ class Runner:
                 self.log(f"  {'cached: ' if outcome.cached else ''}{summary}")
             outcomes.append(outcome)
         self.write(outcomes)
+        if self.tracker is not None:
+            self.track(outcomes)
         done = [o for o in outcomes if o.status == "done"]
         cached = sum(o.cached for o in done)
         failed = len(outcomes) - len(done)
@@ -270,6 +294,18 @@ class Runner:
         else:
             self.log(f"{len(outcomes)} cells: {len(done) - cached} run, {cached} cached, {failed} failed")
         return outcomes
+
+    def track(self, outcomes: list[Outcome]) -> None:
+        """Every cell's metrics as one table of the experiment's own tracker run."""
+        assert self.tracker is not None
+        tracker = self.tracker(self.experiment.view["experiment"])
+        try:
+            tracker.config(self.experiment.view)
+            rows = [[o.cell.describe(), o.cell.seed, o.status, metric, value["mean"], value["std"]]
+                    for o in outcomes for metric, value in (o.metrics or {"": {"mean": None, "std": None}}).items()]
+            tracker.table("results", ["cell", "seed", "status", "metric", "mean", "std"], rows)
+        finally:
+            tracker.close()
 
     def write(self, outcomes: list[Outcome]) -> None:
         view = self.experiment.view
@@ -292,6 +328,7 @@ def tables_markdown(title: str, view: Mapping[str, Any], cells: list[dict[str, A
 
 
 def run_experiment(experiment: Experiment, out: str | Path, *, device: str | torch.device | None = "cpu",
-                   progress: bool = True, log: Log = print) -> list[Outcome]:
-    """Run every cell of ``experiment`` into ``out`` (see the module docstring for the layout)."""
-    return Runner(experiment, Path(out), device=device, progress=progress, log=log).run()
+                   progress: bool = True, log: Log = print, tracker: OpenTracker | None = None) -> list[Outcome]:
+    """Run every cell of ``experiment`` into ``out`` (see the module docstring for the layout);
+    ``tracker(name)`` opens a tracker per distillation and one for the results table."""
+    return Runner(experiment, Path(out), device=device, progress=progress, log=log, tracker=tracker).run()

@@ -56,6 +56,11 @@ def grid_inches(classes: int, columns: int) -> tuple[float, float]:
 
 def class_grid(samples: ClassSamples, store: Store, modality: str, path: Path, title: str) -> Path:
     """One row per class, one column per sample of ``modality``, denormalised to the store's units."""
+    return save(class_grid_figure(samples, store, modality, title), path)
+
+
+def class_grid_figure(samples: ClassSamples, store: Store, modality: str, title: str) -> Figure:
+    """The figure of :func:`class_grid` (drawn into pixels by avdd/tracking.py)."""
     spec = store.modalities[modality]
     columns = max(len(s[modality]) for s in samples.samples)
     width, height = grid_inches(len(samples.class_names), columns)
@@ -74,7 +79,7 @@ def class_grid(samples: ClassSamples, store: Store, modality: str, path: Path, t
             else:
                 ax.set_axis_off()
     fig.suptitle(title, fontsize=10, wrap=True)
-    return save(fig, path)
+    return fig
 
 
 Points = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # real xy, labels, synthetic xy, labels

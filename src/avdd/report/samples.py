@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,13 +44,22 @@ def training_samples(store: Store, modalities: Sequence[str] | None = None, max_
     index = np.concatenate(picks)
     data = {m: read_stored(split, index, m).to(torch.float32) for m in modalities}
     labels = torch.from_numpy(np.asarray(split.labels[index]))
+    return class_samples(data, labels, store.class_names, factor, max_per_class)
+
+
+def class_samples(stored: Mapping[str, torch.Tensor], labels: torch.Tensor, class_names: Sequence[str],
+                  factor: int = 1, max_per_class: int | None = None) -> ClassSamples:
+    """Stored samples (store units; ``factor`` > 1: tiles, decoded here) grouped by class, up to
+    ``max_per_class`` each; also used on a distillation's samples while it runs (avdd/tracking.py)."""
+    data = {m: x.detach().to("cpu", torch.float32) for m, x in stored.items()}
+    labels = labels.cpu()
     if factor > 1:
         data, labels = expand_factor(data, labels, factor)
     per_class = []
-    for c in range(store.num_classes):
+    for c in range(len(class_names)):
         chosen = torch.nonzero(labels == c).flatten()[:max_per_class]
         per_class.append({m: x[chosen] for m, x in data.items()})
-    return ClassSamples(store.class_names, per_class)
+    return ClassSamples(list(class_names), per_class)
 
 
 Image = tuple[np.ndarray, dict[str, Any]]  # pixels and matplotlib imshow arguments

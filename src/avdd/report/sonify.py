@@ -98,6 +98,11 @@ def spectrogram_to_waveform(
     return waveform.reshape(*batch_shape, waveform.shape[-1])
 
 
+def within_full_scale(wave: torch.Tensor) -> torch.Tensor:
+    """A clip louder than full scale scaled down to fit (rather than clipped)."""
+    return wave / max(1.0, float(wave.abs().max()) / 0.99)
+
+
 def audible_modality(store: Store) -> str:
     """The store's one spectrogram modality, if it is the front end's log-mel: only that can be
     turned back into sound."""
@@ -136,6 +141,6 @@ def write_clips(store: Store, out: Path, *, max_per_class: int | None = None, it
         waves = spectrogram_to_waveform(per_class[audio], iterations=iterations, seed=seed)
         for k, wave in enumerate(waves):
             path = out / clip_name(c, name, k)
-            write_wav(path, wave / max(1.0, float(wave.abs().max()) / 0.99), SAMPLE_RATE)
+            write_wav(path, within_full_scale(wave), SAMPLE_RATE)
             paths.append(path)
     return written

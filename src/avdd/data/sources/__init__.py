@@ -5,6 +5,7 @@ from avdd.data.sources import (  # noqa: F401  (each registers itself)
     ave,
     csvfile,
     folder,
+    hub,
     music21,
     reference_pt,
     vggs10k,

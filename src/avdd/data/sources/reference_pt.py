@@ -78,8 +78,9 @@ def class_names(data: dict[str, Any], num_classes: int) -> list[str]:
 
 
 def import_reference(out: str | Path, *, train: Path, test: Path, overwrite: bool = False,
-                     progress: bool = True) -> Store:
-    """Convert the authors' train and test ``.pt`` files into a store at ``out``."""
+                     progress: bool = True, provenance: dict[str, Any] | None = None) -> Store:
+    """Convert the authors' train and test ``.pt`` files into a store at ``out``; ``provenance``
+    adds to what the store records (where a downloading source got the files)."""
     files = {"train": (Path(train), load_reference(Path(train))), "test": (Path(test), load_reference(Path(test)))}
     tensors = {split: split_tensors(data, split, path) for split, (path, data) in files.items()}
     num_classes = 1 + max(int(labels.max()) for _, _, labels in tensors.values() if len(labels))
@@ -97,10 +98,10 @@ def import_reference(out: str | Path, *, train: Path, test: Path, overwrite: boo
         "audio": ModalitySpec(SPECTROGRAM_SHAPE, "float16", (mean,), (std,), kind=SPECTROGRAM),
         "frame": ModalitySpec((3, height, width), "uint8", FRAME_MEAN, FRAME_STD, scale=1 / 255, kind=IMAGE),
     }
-    provenance = {"source": "reference-pt", "train": str(Path(train).resolve()), "test": str(Path(test).resolve())}
+    files_used = {"source": "reference-pt", "train": str(Path(train).resolve()), "test": str(Path(test).resolve())}
     with StoreWriter(out, name="reference-pt", class_names=class_names(files["train"][1], num_classes),
                      modalities=modalities, split_sizes={s: len(t[2]) for s, t in tensors.items()},
-                     provenance=provenance, overwrite=overwrite) as writer:
+                     provenance={**files_used, **(provenance or {})}, overwrite=overwrite) as writer:
         for split, (audio, images, labels) in tensors.items():
             if tuple(images.shape[2:]) != (height, width):
                 raise AvddError(f"{files[split][0]}: frames are {list(images.shape[2:])}, "
