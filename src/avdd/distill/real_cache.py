@@ -58,7 +58,7 @@ class RealMeanCache:
         found = []
         with contextlib.suppress(FileNotFoundError):
             for folder in self.root.iterdir():
-                if folder.is_dir() and KEY_DIR.fullmatch(folder.name):
+                if KEY_DIR.fullmatch(folder.name) and folder.is_dir() and not folder.is_symlink():  # evict only our own
                     for entry in os.scandir(folder):
                         if ENTRY.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
                             stat = entry.stat(follow_symlinks=False)
