@@ -139,6 +139,7 @@ def test_sounds_of_front_end_spectrograms_go_to_the_audio_panel(tmp_path: Path, 
         tracker.samples(store, stored, torch.tensor([0, 1]), factor=2, step=7)
         assert tracker.active  # no warning turned it off
     (media,) = (tmp_path / "wandb-logs" / "wandb").glob("offline-run-*/files/media")
+    assert not list((tmp_path / "wandb-logs").glob(".avdd-sounds-*"))  # the clips' folder went at close
     assert sorted(p.name.split("_")[0] for p in (media / "audio" / "sound").iterdir()) == ["000-0", "001-1"]
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import tempfile
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -32,6 +31,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from avdd.data.audio import SAMPLE_RATE, write_wav
 from avdd.data.store import Store
 from avdd.errors import AvddError
+from avdd.files import temp_dir
 from avdd.ranges import RANGES, Choice, check_settings
 from avdd.report.figures import class_grid_figure
 from avdd.report.samples import class_samples
@@ -94,7 +94,8 @@ class Wandb:
         self.wandb = wandb
         log_dir.mkdir(parents=True, exist_ok=True)
         self.run = wandb.init(project=PROJECT, name=name, dir=str(log_dir), reinit="create_new")
-        self.sounds = Path(tempfile.mkdtemp(prefix="avdd-sounds-"))  # wandb.Audio reads arrays only with soundfile
+        # wandb.Audio reads arrays only with soundfile: the clips go through files, removed at close
+        self.sounds = temp_dir(log_dir, ".avdd-sounds-")
 
     def config(self, settings: Mapping[str, Any]) -> None:
         self.run.config.update(dict(settings), allow_val_change=True)
