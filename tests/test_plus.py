@@ -4,6 +4,7 @@ gradients per class, AVDD recovered exactly, resume, shards, the pool cache and 
 from __future__ import annotations
 
 import cmath
+import gc
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 from avdd.distill import experts as experts_module
+from avdd.distill import pool as pool_module
 from avdd.distill.distances import MMD_BANDWIDTHS, cf_distance, mmd2, paired
 from avdd.distill.dm import MatchingRun
 from avdd.distill.matching import MatchingWeights
@@ -175,6 +177,19 @@ def test_the_automatic_pool_is_trained_once_and_then_read_from_the_cache(tmp_pat
     again = run_pool(context, settings)
     assert trained == [0, 1] and again.path == first.path
     assert run_pool(context, replace(settings, mix_max=0.0)) is None  # no mixing: no pool
+
+
+def test_a_read_only_store_gets_a_pool_for_the_run_alone(tmp_path, monkeypatch):
+    store = make_tiny_store(tmp_path / "store")
+    monkeypatch.setattr(pool_module.os, "access", lambda path, mode: False)
+    context = RunContext(store, AV, 1, 0, torch.device("cpu"), progress=False)
+    with pytest.warns(UserWarning, match="read-only, so the encoder pool is trained into .* for this run alone"):
+        pool = run_pool(context, PlusSettings(width=WIDTH, pool_networks=1, pool_epochs=1))
+    assert not pool.path.is_relative_to(store.path) and pool.path.is_dir()
+    folder = pool.path.parent
+    del pool
+    gc.collect()
+    assert not folder.exists()  # removed with the run's pool
 
 
 # -- the loop ------------------------------------------------------------------------------------

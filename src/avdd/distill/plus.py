@@ -264,6 +264,8 @@ class PlusRun(MatchingRun):
 def run_pool(context: RunContext, settings: PlusFields) -> ExpertSet | None:
     """The run's encoder pool: the given expert directory, or the automatic one; None without mixing."""
     if settings.mix_max == 0:
+        if settings.pool:
+            warnings.warn(f"--pool {settings.pool} is not used: --mix-max 0 leaves DM's random encoders", stacklevel=2)
         return None
     if settings.pool:
         return ExpertSet.open(Path(settings.pool))
