@@ -46,7 +46,7 @@ from avdd.models.init import init_parameters
 from avdd.ranges import PATH, Choice, problem
 from avdd.seeding import generator
 
-DISTANCES = ("mmd", "cf")
+DISTANCE = Choice(("mmd", "cf"))  # the distances beyond the mean (distill/distances.py)
 # the terms avdd-plus adds to AVDD's, by the name of their weight
 PLUS_TERMS = {"ce": "lambda_ce", "dist": "lambda_dist", "pair": "lambda_pair"}
 
@@ -69,7 +69,7 @@ class PlusFields(DMSettings):
                                                            "under the drawn network"))
     distance: str = field(default="mmd", metadata=setting("distribution distance beyond the mean: mmd (Gaussian "
                                                           "kernels) or cf (characteristic functions)",
-                                                          Choice(DISTANCES)))
+                                                          DISTANCE))
     lambda_dist: float = field(default=1.0, metadata=setting("weight of the per-modality distribution distance"))
     lambda_pair: float = field(default=1.0, metadata=setting("weight of the distance between paired audio-visual "
                                                              "embeddings"))
@@ -103,7 +103,7 @@ class PlusConfig(MatchingConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        found = [p for p in [problem("distance", self.distance, spec=Choice(DISTANCES))] if p]
+        found = [p for p in [problem("distance", self.distance, spec=DISTANCE)] if p]
         if self.mix_min > self.mix_max:
             found.append(f"mix_min={self.mix_min!r} above mix_max={self.mix_max!r}")
         if found:
@@ -179,16 +179,21 @@ class PlusRun(MatchingRun):
         self.head: nn.Module | None = None  # this iteration's, for the cross-entropy term
 
     def _pool_draw(self) -> PoolDraw | None:
+        """This iteration's draw from the pool (None without one)."""
         if self.pool is None:
             return None
         return self.pool.draw(self.seed, self.iteration, self.config.mix_min, self.config.mix_max)
 
-    def _encoders(self) -> dict[str, nn.Module]:
-        encoders = super()._encoders()
+    def _mix(self, module: nn.Module, prefix: str) -> None:
+        """``module`` mixed in place with the drawn pool network's parameters under ``prefix``."""
         chosen = self._pool_draw()
         if self.pool is not None and chosen is not None:
-            for m, net in encoders.items():
-                self.pool.mix(net, chosen, f"encoders.{m}.")
+            self.pool.mix(module, chosen, prefix)
+
+    def _encoders(self) -> dict[str, nn.Module]:
+        encoders = super()._encoders()
+        for m, net in encoders.items():
+            self._mix(net, f"encoders.{m}.")
         return encoders
 
     def _random_head(self) -> nn.Module:
@@ -201,9 +206,7 @@ class PlusRun(MatchingRun):
     def _head(self) -> nn.Module:
         """This iteration's fusion head: the pool network's mixed with the random one."""
         head = self._random_head()
-        chosen = self._pool_draw()
-        if self.pool is not None and chosen is not None:
-            self.pool.mix(head, chosen, "head.")
+        self._mix(head, "head.")
         return head
 
     def loss_terms(self, backward: bool = False) -> dict[str, torch.Tensor]:
