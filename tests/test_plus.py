@@ -6,12 +6,15 @@ from __future__ import annotations
 import cmath
 import gc
 import math
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from avdd.distill import api
 from avdd.distill import experts as experts_module
 from avdd.distill import pool as pool_module
 from avdd.distill.distances import MMD_BANDWIDTHS, cf_distance, mmd2, paired
@@ -22,8 +25,10 @@ from avdd.distill.pool import EncoderPool, mix_
 from avdd.distill.real_cache import RealMeanCache
 from avdd.distill.registry import METHODS, RunContext
 from avdd.distill.result import SyntheticSet, merge_shards
+from avdd.distill.spec import flag_of
 from avdd.errors import AvddError
 from conftest import make_tiny_store
+from test_distributed import one_thread, torchrun
 
 AV = ("audio", "frame")
 WIDTH = 8  # the tiny experts' (conftest.TINY_EXPERTS)
@@ -245,6 +250,23 @@ def test_sharded_runs_merge_into_the_serial_run(tiny_store, tiny_experts):
         assert torch.equal(merged.data[m], whole.data[m]), m
     for got, want in zip(merged.log["losses"], whole.log["losses"], strict=True):
         assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_two_processes_distill_what_one_process_does(tmp_path):
+    source = make_tiny_store(tmp_path / "source", num_classes=3)
+    settings = {"iterations": 2, "batch_real": 5, "width": WIDTH, "embed_epochs": 1, "pool_networks": 1,
+                "pool_epochs": 1, "distance": "cf"}
+    with one_thread():
+        serial = api.distill(source.path, tmp_path / "serial", "avdd-plus", modalities=AV, ipc=2, seed=3,
+                             progress=False, **settings)
+    shutil.rmtree(source.path / "cache")  # the job's main process trains the pool (and herding's network) again
+    flags = [part for name, value in settings.items() for part in (flag_of(name), str(value))]
+    done = torchrun("distill", "--data", str(source.path), "--out", str(tmp_path / "job"), "--device", "cpu",
+                    "--method", "avdd-plus", "--ipc", "2", "--seed", "3", *flags, "-q")
+    assert done.returncode == 0, done.stderr
+    for key in (*AV, "labels"):
+        assert np.array_equal(np.load(tmp_path / "job" / f"train_{key}.npy"),
+                              np.load(serial.path / f"train_{key}.npy")), key
 
 
 def test_the_real_mean_cache_is_left_out_where_terms_need_more_than_means(tiny_store, tiny_experts, tmp_path):
