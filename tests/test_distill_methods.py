@@ -23,6 +23,8 @@ FAST = {
     "dm": {"iterations": 2, "batch_real": 4, "width": 8},
     "avdd": {"iterations": 2, "batch_real": 4, "width": 8, "embed_source": "random"},
     "mtt": {"iterations": 2, "syn_steps": 2, "expert_epochs": 1, "max_start_epoch": 1},
+    "avdd-plus": {"iterations": 2, "batch_real": 4, "width": 8, "embed_source": "random", "pool_networks": 1,
+                  "pool_epochs": 1},
 }
 
 

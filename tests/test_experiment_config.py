@@ -10,7 +10,7 @@ from avdd.experiments.config import OPEN, load_experiment, read_config, resolve,
 from avdd.experiments.grid import WHOLE_DATA, expand
 
 CONFIG_DIR = Path(__file__).parent.parent / "configs"
-CONFIGS = [CONFIG_DIR / f"{name}.yaml" for name in ("recognition", "fusion", "ablation", "retrieval")]
+CONFIGS = [CONFIG_DIR / f"{name}.yaml" for name in ("recognition", "fusion", "ablation", "retrieval", "beyond")]
 
 
 def doc(**changes):

@@ -187,7 +187,7 @@ def test_settings_dataclasses_refuse_bad_numbers(make, message):
 
 
 def test_the_defaults_are_within_their_ranges():
-    for method in ("dm", "avdd"):
+    for method in ("dm", "avdd", "avdd-plus"):
         METHODS.get(method).build({}, method).config()
     MTTConfig(step_size=None)
     ExpertConfig()

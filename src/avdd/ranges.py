@@ -123,11 +123,15 @@ PATH = Kind(str | os.PathLike, "a path")
 RANGES: dict[str, Spec] = {
     **dict.fromkeys(("ipc", "iterations", "num_eval", "epochs", "batch_size", "test_batch_size", "batch_real", "width",
                      "grid", "checkpoint_every", "embed_epochs", "syn_steps", "expert_epochs", "num_experts",
-                     "lr_step", "subset", "subsets", "max_per_class", "workers", "real_cache_mb", "log_every"), COUNT),
+                     "lr_step", "subset", "subsets", "max_per_class", "workers", "real_cache_mb", "log_every",
+                     "pool_networks", "pool_epochs", "cf_frequencies"), COUNT),
     **dict.fromkeys(("seed", "eval_every", "batch_syn", "max_start_epoch", "real_chunk", "synthetic_group",
                      "pairing_seed", "split_seed", "networks_together"), INDEX),
-    **dict.fromkeys(("step_size", "lr_step_size", "lr_head", "lr_encoder_default", "lr_default", "expert_lr"), RATE),
-    **dict.fromkeys(("lambda_base", "lambda_jm", "lambda_mgm", "weight_decay"), WEIGHT),
+    **dict.fromkeys(("step_size", "lr_step_size", "lr_head", "lr_encoder_default", "lr_default", "expert_lr",
+                     "cf_sigma"), RATE),
+    **dict.fromkeys(("lambda_base", "lambda_jm", "lambda_mgm", "lambda_ce", "lambda_dist", "lambda_pair",
+                     "weight_decay"), WEIGHT),
+    **dict.fromkeys(("mix_min", "mix_max"), Number(float, 0, 1)),  # the trained network's share of a mixture
     "momentum": FRACTION,
     "lr_gamma": Number(float, 0, 1, low_open=True),  # a decay: the rate shrinks (1: stays)
     "test_fraction": SHARE,

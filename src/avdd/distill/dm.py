@@ -85,8 +85,9 @@ class DMSettings:
 
 
 # the reference AVDD: herding init, factor, joint and modality-gap matching
+AVDD_DEFAULTS: dict[str, Any] = {"lambda_jm": 10.0, "lambda_mgm": 10.0, "factor": True, "init": "herding"}
 AVDDSettings = with_defaults(DMSettings, "AVDDSettings", "The settings of ``avdd distill --method avdd``.",
-                             lambda_jm=10.0, lambda_mgm=10.0, factor=True, init="herding")
+                             **AVDD_DEFAULTS)
 
 
 @dataclass(frozen=True)
@@ -204,22 +205,26 @@ class MatchingRun(SyntheticRun):
         perm = torch.randperm(len(pool), generator=generator(self.seed, "real", self.iteration, c)).numpy()
         return load_batch(self.train, pool[perm[: self.config.batch_real]], modalities, self.device)
 
-    def _class_real_means(self, position: int, modalities: Sequence[str], encoders: dict[str, torch.nn.Module],
-                          draws: dict[str, Draw]) -> dict[str, torch.Tensor]:
-        """(d,) per modality: the mean embedding of the augmented real batch of the class at
+    def _class_real_features(self, position: int, modalities: Sequence[str], encoders: dict[str, torch.nn.Module],
+                             draws: dict[str, Draw]) -> dict[str, torch.Tensor]:
+        """(n, d) per modality: the embeddings of the augmented real batch of the class at
         ``position``. Each class goes through the encoders on its own, in chunks of its own samples,
-        so its mean is the same bits whichever other classes a run has (a shard, a cache)."""
+        so its embeddings are the same bits whichever other classes a run has (a shard, a cache)."""
         real = self._real_batch(self.classes[position], modalities)
-        means = {}
+        features = {}
         for m in modalities:
             draw = Draw(draws[m].kinds[position : position + 1], draws[m].uniforms[position : position + 1])
             with torch.no_grad(), torch.autocast(self.device.type, dtype=self.amp or torch.float32,
                                                  enabled=self.amp is not None):
                 augmented = self.dsa.apply(real[m], draw)
-                feats = torch.cat([encoders[m](x.contiguous(memory_format=self.memory_format)).float()
-                                   for x in augmented.split(self.real_chunk[m])])
-            means[m] = feats.mean(0)
-        return means
+                features[m] = torch.cat([encoders[m](x.contiguous(memory_format=self.memory_format)).float()
+                                         for x in augmented.split(self.real_chunk[m])])
+        return features
+
+    def _class_real_means(self, position: int, modalities: Sequence[str], encoders: dict[str, torch.nn.Module],
+                          draws: dict[str, Draw]) -> dict[str, torch.Tensor]:
+        """(d,) per modality: the mean embedding of the augmented real batch of the class at ``position``."""
+        return {m: f.mean(0) for m, f in self._class_real_features(position, modalities, encoders, draws).items()}
 
     def _real_means(self, encoders: dict[str, torch.nn.Module],
                     draws: dict[str, Draw]) -> dict[str, torch.Tensor]:
@@ -252,6 +257,26 @@ class MatchingRun(SyntheticRun):
         count = len(self.classes)
         return [slice(c, min(c + size, count)) for c in range(0, count, size)]
 
+    def _real_side(self, encoders: dict[str, torch.nn.Module], draws: dict[str, Draw]) -> Any:
+        """What the terms need of this iteration's real batches: DM/AVDD's class means."""
+        return self._real_means(encoders, draws)
+
+    def _group_terms(self, real: Any, group: slice, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per-class terms of the classes at positions ``group`` from the real side and the
+        embeddings of their augmented synthetic samples ((classes × samples, d), class-major)."""
+        n = group.stop - group.start
+        labels = torch.arange(n, device=self.device).repeat_interleave(self.ipc * self.tiles)
+        syn_means = {m: class_means(features[m], labels, n) for m in self.modalities}
+        return matching_terms({m: real[m][group] for m in self.modalities}, syn_means, self.modalities)
+
+    def active_terms(self) -> tuple[str, ...]:
+        """The terms with a non-zero weight (those logged)."""
+        return self.config.weights.active()
+
+    def total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Σ over classes and active terms of weight · term."""
+        return weighted_total(terms, self.config.weights)
+
     def loss_terms(self, backward: bool = False) -> dict[str, torch.Tensor]:
         """Per-class values of every matching term at the current iteration's draws.
 
@@ -259,30 +284,28 @@ class MatchingRun(SyntheticRun):
         computed and its graph freed; the returned terms are then detached."""
         encoders = self._encoders()
         draws = {m: self._draws(m) for m in self.modalities}
-        real_means = self._real_means(encoders, draws)
+        real = self._real_side(encoders, draws)
         per_class = self.ipc * self.tiles
         parts = []
         for group in self.class_groups():
             syn = self.synthetic_inputs(group)
             n = group.stop - group.start
-            labels = torch.arange(n, device=self.device).repeat_interleave(per_class)
-            syn_means = {}
+            features = {}
             for m in self.modalities:
                 draw = Draw(draws[m].kinds[group], draws[m].uniforms[group])
                 # contiguous, not channels-last: measured faster for the synthetic forward + backward
-                feats = encoders[m](self.dsa.apply(syn[m], draw, chunks=[per_class] * n))
-                syn_means[m] = class_means(feats, labels, n)
-            terms = matching_terms({m: real_means[m][group] for m in self.modalities}, syn_means, self.modalities)
+                features[m] = encoders[m](self.dsa.apply(syn[m], draw, chunks=[per_class] * n))
+            terms = self._group_terms(real, group, features)
             if backward:
-                weighted_total(terms, self.config.weights).backward()
+                self.total(terms).backward()
                 terms = {t: v.detach() for t, v in terms.items()}
             parts.append(terms)
         return {t: torch.cat([part[t] for part in parts]) for t in parts[0]}
 
     def backward(self) -> tuple[dict[str, float], float]:
         terms = self.loss_terms(backward=True)
-        logged = {t: float(terms[t].sum()) for t in self.config.weights.active()}
-        return logged, float(weighted_total(terms, self.config.weights))
+        logged = {t: float(terms[t].sum()) for t in self.active_terms()}
+        return logged, float(self.total(terms))
 
 
 # -- the registered methods ----------------------------------------------------------------------
@@ -298,7 +321,10 @@ def process_classes(train: Split, config: MatchingConfig, synthetic_per_class: i
     return balanced_shards(costs, job.world_size)[job.rank]
 
 
-def _matching(context: RunContext, settings: DMSettings) -> SyntheticSet:
+def distill_with(run_type: type[MatchingRun], context: RunContext, settings: DMSettings,
+                 **extra: Any) -> SyntheticSet:
+    """Run a matching method (``run_type``, built with ``extra`` besides what every one gets) on
+    this process's classes, with its herding order and real-mean cache, to its synthetic set."""
     config = settings.config()
     train = context.store.split("train")
     classes = process_classes(train, config, context.ipc * samples_per_stored(config))
@@ -306,10 +332,14 @@ def _matching(context: RunContext, settings: DMSettings) -> SyntheticSet:
     order = main_first(lambda: init_order(context.store, context.modalities, context.ipc, config, settings.embed,
                                           context.device, context.progress))
     cache = RealMeanCache(Path(settings.real_cache), settings.real_cache_mb << 20) if settings.real_cache else None
-    run = MatchingRun(train, context.modalities, context.ipc, context.seed, config, context.device, order, classes,
-                      cache)
+    run = run_type(train, context.modalities, context.ipc, context.seed, config, context.device, order, classes,
+                   cache, **extra)
     return finish(run, checkpoint=context.checkpoint, resume=context.resume, progress=context.progress,
                   on_iteration=context.on_iteration, details={"matching": config.to_json()})
+
+
+def _matching(context: RunContext, settings: DMSettings) -> SyntheticSet:
+    return distill_with(MatchingRun, context, settings)
 
 
 METHODS.add("dm", MethodSpec(DMSettings, _matching,

@@ -1,0 +1,286 @@
+"""avdd-plus: AVDD with what stronger distribution-matching methods add (issue #21).
+
+AVDD's cross-modal terms at equal weights reduce to DM, and DM matches only class means under
+random encoders. avdd-plus keeps AVDD's loop and terms and adds, each behind its own setting so
+that every ablation is a config:
+
+- an encoder pool (distill/pool.py): each iteration's encoders are α · trained + (1 − α) · random,
+  the random side being exactly DM's draw, so ``mix_max = 0`` gives AVDD's encoders;
+- cross-entropy calibration (``lambda_ce``): the drawn network's head (mixed the same way with a
+  random head) classifies the augmented synthetic samples from the features matching computed;
+- a distance between the class's real and synthetic embeddings beyond their means, per modality
+  (``lambda_dist``; ``distance``: MMD or characteristic functions, distill/distances.py);
+- a joint audio-visual term (``lambda_pair``): the same distance on each sample's concatenated
+  audio and frame embeddings, which, unlike AVDD's joint and gap terms on means, does not cancel.
+
+Every term is a sum of per-class values, as DM's, so class groups and shards give the gradients
+of one batched pass; every draw is keyed by (seed, iteration, ...), so resume and shards draw alike.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import cast
+
+import numpy as np
+import torch
+from torch import nn
+
+from avdd.data.augment import Draw
+from avdd.data.store import Split
+from avdd.distill.distances import cf_distance, cf_frequencies, mmd2, paired
+from avdd.distill.dm import AVDD_DEFAULTS, DMSettings, MatchingConfig, MatchingRun, distill_with
+from avdd.distill.experts import ExpertConfig, ExpertSet
+from avdd.distill.pool import EncoderPool, PoolDraw, automatic_pool
+from avdd.distill.real_cache import RealMeanCache
+from avdd.distill.registry import METHODS, MethodSpec, RunContext
+from avdd.distill.result import SyntheticSet
+from avdd.distill.spec import setting, with_defaults
+from avdd.distributed import main_first
+from avdd.errors import AvddError
+from avdd.models.fusion import Logits, fusion_loss, make_head
+from avdd.models.init import init_parameters
+from avdd.ranges import PATH, Choice, problem
+from avdd.seeding import generator
+
+DISTANCE = Choice(("mmd", "cf"))  # the distances beyond the mean (distill/distances.py)
+# the terms avdd-plus adds to AVDD's, by the name of their weight
+PLUS_TERMS = {"ce": "lambda_ce", "dist": "lambda_dist", "pair": "lambda_pair"}
+
+
+@dataclass(frozen=True)
+class PlusFields(DMSettings):
+    """DM's settings and avdd-plus's own (``PlusSettings`` gives them AVDD's defaults)."""
+
+    pool: str = field(default="", metadata=setting(
+        "expert directory (`avdd experts`) of the encoder pool; empty: a pool trained on the store's train split "
+        "and cached next to it", PATH))
+    pool_networks: int = field(default=3, metadata=setting("networks of the automatic encoder pool"))
+    pool_epochs: int = field(default=2, metadata=setting("training epochs of each automatic pool network"))
+    mix_min: float = field(default=0.0, metadata=setting("least weight of the trained network in an iteration's "
+                                                         "encoders (α ~ U(mix_min, mix_max))"))
+    mix_max: float = field(default=1.0, metadata=setting("largest weight of the trained network (0: DM's random "
+                                                         "encoders, no pool)"))
+    # a starting value, not a tuned one
+    lambda_ce: float = field(default=0.1, metadata=setting("weight of the cross-entropy of the synthetic samples "
+                                                           "under the drawn network"))
+    distance: str = field(default="mmd", metadata=setting("distribution distance beyond the mean: mmd (Gaussian "
+                                                          "kernels) or cf (characteristic functions)",
+                                                          DISTANCE))
+    lambda_dist: float = field(default=1.0, metadata=setting("weight of the per-modality distribution distance"))
+    lambda_pair: float = field(default=1.0, metadata=setting("weight of the distance between paired audio-visual "
+                                                             "embeddings"))
+    cf_frequencies: int = field(default=64, metadata=setting("random frequencies of the cf distance"))
+    cf_sigma: float = field(default=1.0, metadata=setting("standard deviation of the cf frequencies, in units of "
+                                                          "the class's median real distance"))
+
+    def config(self) -> PlusConfig:
+        return PlusConfig(**{**vars(super().config()), **{name: getattr(self, name) for name in PLUS_FIELDS}})
+
+
+PlusSettings = with_defaults(PlusFields, "PlusSettings", "The settings of ``avdd distill --method avdd-plus``.",
+                             **AVDD_DEFAULTS)
+
+
+@dataclass(frozen=True)
+class PlusConfig(MatchingConfig):
+    """An avdd-plus run's configuration: AVDD's and the added settings (declared in PlusFields)."""
+
+    pool: str = PlusFields.pool
+    pool_networks: int = PlusFields.pool_networks
+    pool_epochs: int = PlusFields.pool_epochs
+    mix_min: float = PlusFields.mix_min
+    mix_max: float = PlusFields.mix_max
+    lambda_ce: float = PlusFields.lambda_ce
+    distance: str = PlusFields.distance
+    lambda_dist: float = PlusFields.lambda_dist
+    lambda_pair: float = PlusFields.lambda_pair
+    cf_frequencies: int = PlusFields.cf_frequencies
+    cf_sigma: float = PlusFields.cf_sigma
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        found = [p for p in [problem("distance", self.distance, spec=DISTANCE)] if p]
+        if self.mix_min > self.mix_max:
+            found.append(f"mix_min={self.mix_min!r} above mix_max={self.mix_max!r}")
+        if found:
+            raise AvddError(f"invalid avdd-plus settings: {'; '.join(found)}")
+
+    @property
+    def means_only(self) -> bool:
+        """Whether the real side is class means under DM's encoders (what the real-mean cache holds)."""
+        return self.mix_max == 0 and not self.lambda_dist and not self.lambda_pair
+
+
+PLUS_FIELDS = tuple(name for name in PlusConfig.__dataclass_fields__ if name not in MatchingConfig.__dataclass_fields__)
+
+
+@dataclass(frozen=True)
+class RealSide:
+    """This iteration's real batches as the terms need them: class means (C, d) per modality, and
+    where a distance needs them the embeddings themselves, (C, n, d) padded, with their (C, n) mask."""
+
+    means: dict[str, torch.Tensor]
+    features: dict[str, torch.Tensor] | None = None
+    mask: torch.Tensor | None = None
+
+
+def class_cross_entropy(logits: Logits, labels: torch.Tensor, per_class: int) -> torch.Tensor:
+    """(C,) per class: ``fusion_loss`` of its own samples (rows class-major, ``per_class`` each)."""
+    rows = [slice(c, c + per_class) for c in range(0, len(labels), per_class)]
+    return torch.stack([fusion_loss({k: z[r] for k, z in logits.items()}, labels[r]) for r in rows])
+
+
+def padded(rows: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n_c, d) per class -> (C, max n_c, d) zero-padded, and the (C, max n_c) mask of real rows."""
+    n = max(len(r) for r in rows)
+    out = rows[0].new_zeros(len(rows), n, rows[0].shape[1])
+    mask = torch.zeros(len(rows), n, dtype=torch.bool, device=rows[0].device)
+    for c, r in enumerate(rows):
+        out[c, : len(r)], mask[c, : len(r)] = r, True
+    return out, mask
+
+
+class PlusRun(MatchingRun):
+    """The state of one avdd-plus distillation: AVDD's, with the pool and the added terms."""
+
+    config: PlusConfig
+
+    def __init__(
+        self,
+        train: Split,
+        modalities: Sequence[str],
+        ipc: int,
+        seed: int,
+        config: PlusConfig,
+        device: torch.device | str = "cpu",
+        init_order: list[np.ndarray] | None = None,
+        classes: Sequence[int] | None = None,
+        real_cache: RealMeanCache | None = None,
+        pool: ExpertSet | None = None,
+    ) -> None:
+        if len(modalities) < 2 and config.lambda_pair:
+            raise AvddError("the paired audio-visual term needs two modalities; set --lambda-pair 0")
+        if real_cache is not None and not config.means_only:
+            warnings.warn("the real-mean cache is not used: the pool (mix_max > 0) or the distance terms need more "
+                          "than DM's class means", stacklevel=2)
+            real_cache = None
+        if config.mix_max > 0 and pool is None:
+            raise ValueError("mix_max > 0 needs a pool")
+        super().__init__(train, modalities, ipc, seed, config, device, init_order, classes, real_cache)
+        self.pool = EncoderPool(pool) if pool is not None and config.mix_max > 0 else None
+        if self.pool is not None:
+            width = self.encoder_configs[self.modalities[0]].width
+            modules = {f"encoders.{m}.": net for m, net in MatchingRun._encoders(self).items()}
+            self.pool.check(train.store, self.modalities, width, {**modules, "head.": self._random_head()})
+        self.head: nn.Module | None = None  # this iteration's, for the cross-entropy term
+
+    def _pool_draw(self) -> PoolDraw | None:
+        """This iteration's draw from the pool (None without one)."""
+        if self.pool is None:
+            return None
+        return self.pool.draw(self.seed, self.iteration, self.config.mix_min, self.config.mix_max)
+
+    def _mix(self, module: nn.Module, prefix: str) -> None:
+        """``module`` mixed in place with the drawn pool network's parameters under ``prefix``."""
+        chosen = self._pool_draw()
+        if self.pool is not None and chosen is not None:
+            self.pool.mix(module, chosen, prefix)
+
+    def _encoders(self) -> dict[str, nn.Module]:
+        encoders = super()._encoders()
+        for m, net in encoders.items():
+            self._mix(net, f"encoders.{m}.")
+        return encoders
+
+    def _random_head(self) -> nn.Module:
+        """This iteration's random fusion head (the pool's fusion; ensemble without a pool)."""
+        dims = {m: self.encoder_configs[m].feature_dim for m in self.modalities}
+        head = make_head(self.pool.fusion if self.pool else "ensemble", dims, self.train.store.num_classes)
+        init_parameters(head, generator(self.seed, "head", self.iteration))
+        return head.to(self.device).requires_grad_(False)
+
+    def _head(self) -> nn.Module:
+        """This iteration's fusion head: the pool network's mixed with the random one."""
+        head = self._random_head()
+        self._mix(head, "head.")
+        return head
+
+    def loss_terms(self, backward: bool = False) -> dict[str, torch.Tensor]:
+        self.head = self._head() if self.config.lambda_ce else None
+        return super().loss_terms(backward)
+
+    def _real_side(self, encoders: dict[str, nn.Module], draws: dict[str, Draw]) -> RealSide:
+        if self.config.means_only:
+            return RealSide(super()._real_side(encoders, draws))
+        rows = [self._class_real_features(p, self.modalities, encoders, draws) for p in range(len(self.classes))]
+        means = {m: torch.stack([row[m].mean(0) for row in rows]) for m in self.modalities}
+        features, masks = {}, []
+        for m in self.modalities:
+            features[m], mask = padded([row[m] for row in rows])
+            masks.append(mask)
+        return RealSide(means, features, masks[0])
+
+    def _distance(self, real: torch.Tensor, mask: torch.Tensor, synthetic: torch.Tensor, key: str) -> torch.Tensor:
+        if self.config.distance == "mmd":
+            return mmd2(real, mask, synthetic)
+        frequencies = cf_frequencies(generator(self.seed, "cf", self.iteration, key), self.config.cf_frequencies,
+                                     real.shape[2], self.config.cf_sigma)
+        return cf_distance(real, mask, synthetic, frequencies)
+
+    def _group_terms(self, real: RealSide, group: slice, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        terms = super()._group_terms(real.means, group, features)
+        per_class = self.ipc * self.tiles
+        if self.head is not None:
+            labels = torch.tensor(self.classes[group], device=self.device).repeat_interleave(per_class)
+            terms["ce"] = class_cross_entropy(self.head(features), labels, per_class)
+        if real.features is None or real.mask is None:
+            return terms
+        mask = real.mask[group]
+        n = group.stop - group.start
+        syn = {m: f.view(n, per_class, -1) for m, f in features.items()}
+        if self.config.lambda_dist:
+            terms["dist"] = cast(torch.Tensor, sum(self._distance(real.features[m][group], mask, syn[m], m).float()
+                                                   for m in self.modalities))
+        if self.config.lambda_pair:
+            pair_real, pair_syn = paired([real.features[m][group] for m in self.modalities], mask,
+                                         [syn[m] for m in self.modalities])
+            terms["pair"] = self._distance(pair_real, mask, pair_syn, "+".join(self.modalities)).float()
+        return terms
+
+    def _weights(self) -> dict[str, float]:
+        return {t: getattr(self.config, name) for t, name in PLUS_TERMS.items() if getattr(self.config, name)}
+
+    def active_terms(self) -> tuple[str, ...]:
+        return super().active_terms() + tuple(self._weights())
+
+    def total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        total = super().total(terms)
+        for t, weight in self._weights().items():  # none: AVDD's total, bit for bit
+            total = total + weight * terms[t].sum()
+        return total
+
+
+def run_pool(context: RunContext, settings: PlusFields) -> ExpertSet | None:
+    """The run's encoder pool: the given expert directory, or the automatic one; None without mixing."""
+    if settings.mix_max == 0:
+        if settings.pool:
+            warnings.warn(f"--pool {settings.pool} is not used: --mix-max 0 leaves DM's random encoders", stacklevel=2)
+        return None
+    if settings.pool:
+        return ExpertSet.open(Path(settings.pool))
+    config = ExpertConfig(modalities=context.modalities, num_experts=settings.pool_networks,
+                          epochs=settings.pool_epochs, width=settings.width, seed=0)
+    # trained (and cached) once, not by every process at once
+    return main_first(lambda: automatic_pool(context.store, config, context.device, context.progress))
+
+
+def _plus(context: RunContext, settings: PlusFields) -> SyntheticSet:
+    return distill_with(PlusRun, context, settings, pool=run_pool(context, settings))
+
+
+METHODS.add("avdd-plus", MethodSpec(PlusSettings, _plus, "AVDD + trained-encoder pool, cross-entropy calibration, "
+                                    "MMD/CF distribution and paired audio-visual terms", sharded=True))

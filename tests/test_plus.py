@@ -1,0 +1,292 @@
+"""avdd-plus on the tiny store: its distances against direct computations, the pool's mixing,
+gradients per class, AVDD recovered exactly, resume, shards, the pool cache and its checks."""
+
+from __future__ import annotations
+
+import cmath
+import gc
+import math
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from avdd.distill import api
+from avdd.distill import experts as experts_module
+from avdd.distill import pool as pool_module
+from avdd.distill.distances import MMD_BANDWIDTHS, cf_distance, mmd2, paired
+from avdd.distill.dm import MatchingRun
+from avdd.distill.matching import MatchingWeights
+from avdd.distill.plus import PlusConfig, PlusRun, PlusSettings, class_cross_entropy, run_pool
+from avdd.distill.pool import EncoderPool, mix_
+from avdd.distill.real_cache import RealMeanCache
+from avdd.distill.registry import METHODS, RunContext
+from avdd.distill.result import SyntheticSet, merge_shards
+from avdd.distill.spec import flag_of
+from avdd.errors import AvddError
+from conftest import make_tiny_store
+from test_distributed import one_thread, torchrun
+
+AV = ("audio", "frame")
+WIDTH = 8  # the tiny experts' (conftest.TINY_EXPERTS)
+
+
+def config(**kw) -> PlusConfig:
+    base = PlusConfig(iterations=3, batch_real=5, weights=MatchingWeights(1, 10, 10), factor=True,
+                      encoder={"width": WIDTH}, checkpoint_every=2, mix_min=0.2)
+    return replace(base, **kw)
+
+
+def make_run(store, experts, seed=0, classes=None, **kw) -> PlusRun:
+    return PlusRun(store.split("train"), AV, ipc=2, seed=seed, config=config(**kw), classes=classes, pool=experts)
+
+
+# -- the distances against direct computations ---------------------------------------------------
+def sample_sets(seed=0):
+    """Two classes: 4 real samples (the second class with one of padding) and 3 synthetic, in 5 dims."""
+    g = torch.Generator().manual_seed(seed)
+    real = torch.randn(2, 4, 5, generator=g, dtype=torch.float64) * 3 + 10
+    syn = torch.randn(2, 3, 5, generator=g, dtype=torch.float64) * 3 + 10
+    mask = torch.tensor([[True] * 4, [True, True, True, False]])
+    return real, mask, syn
+
+
+def rows(real, mask, syn, c):
+    return [real[c, j] for j in range(real.shape[1]) if mask[c, j]], [syn[c, j] for j in range(syn.shape[1])]
+
+
+def sq(x, y) -> float:
+    return sum((float(a) - float(b)) ** 2 for a, b in zip(x, y, strict=True))
+
+
+def median_scale(r) -> float:
+    """The lower median of the squared distances between distinct real samples (as torch's median)."""
+    values = sorted(sq(r[i], r[j]) for i in range(len(r)) for j in range(len(r)) if i != j)
+    return values[(len(values) - 1) // 2]
+
+
+def test_mmd2_equals_a_direct_computation():
+    real, mask, syn = sample_sets()
+    got = mmd2(real, mask, syn)
+    for c in range(2):
+        r, s = rows(real, mask, syn, c)
+        scale = median_scale(r)
+
+        def k(x, y, scale=scale):
+            return sum(math.exp(-sq(x, y) / (b * scale)) for b in MMD_BANDWIDTHS)
+
+        def mean(a, b, k=k):
+            return sum(k(x, y) for x in a for y in b) / (len(a) * len(b))
+
+        assert float(got[c]) == pytest.approx(mean(r, r) + mean(s, s) - 2 * mean(r, s), rel=1e-9)
+
+
+def test_cf_distance_equals_a_direct_computation_with_complex_numbers():
+    real, mask, syn = sample_sets(1)
+    t = torch.randn(6, 5, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    got = cf_distance(real, mask, syn, t)
+    for c in range(2):
+        r, s = rows(real, mask, syn, c)
+        unit = math.sqrt(median_scale(r))
+
+        def phi(xs, tk, unit=unit):
+            return sum(cmath.exp(1j * sum(float(a) * float(b) / unit for a, b in zip(tk, x, strict=True)))
+                       for x in xs) / len(xs)
+
+        want = sum(abs(phi(r, tk) - phi(s, tk)) ** 2 for tk in t) / len(t)
+        assert float(got[c]) == pytest.approx(want, rel=1e-9)
+
+
+def test_paired_embeddings_concatenate_each_modality_in_its_own_units():
+    (ra, mask, sa), (rv, _, sv) = sample_sets(3), sample_sets(4)
+    pr, ps = paired([ra, rv], mask, [sa, sv])
+    assert pr.shape == (2, 4, 10) and ps.shape == (2, 3, 10)
+    for c in range(2):
+        ua = math.sqrt(median_scale(rows(ra, mask, sa, c)[0]))
+        uv = math.sqrt(median_scale(rows(rv, mask, sv, c)[0]))
+        torch.testing.assert_close(ps[c], torch.cat([sa[c] / ua, sv[c] / uv], 1), rtol=1e-12, atol=0)
+        torch.testing.assert_close(pr[c, :3], torch.cat([ra[c, :3] / ua, rv[c, :3] / uv], 1), rtol=1e-12, atol=0)
+
+
+def test_class_cross_entropy_is_each_class_sum_of_its_logits_cross_entropies():
+    g = torch.Generator().manual_seed(0)
+    logits = {"audio": torch.randn(6, 4, generator=g), "frame": torch.randn(6, 4, generator=g)}
+    labels = torch.tensor([2, 2, 2, 0, 0, 0])
+    got = class_cross_entropy(logits, labels, per_class=3)
+    for c in range(2):
+        want = 0.0
+        for z in logits.values():
+            for i in range(3 * c, 3 * c + 3):
+                row = [float(v) for v in z[i]]
+                want += (math.log(sum(math.exp(v) for v in row)) - row[int(labels[i])]) / 3
+        assert float(got[c]) == pytest.approx(want, rel=1e-5)
+
+
+# -- the pool ------------------------------------------------------------------------------------
+def test_mixing_is_the_weighted_sum_and_alpha_zero_leaves_the_bits():
+    net = torch.nn.Linear(3, 2)
+    random = {n: p.detach().clone() for n, p in net.named_parameters()}
+    trained = {n: torch.randn_like(p) for n, p in net.named_parameters()}
+    mix_(net, trained, 0.3)
+    for n, p in net.named_parameters():
+        torch.testing.assert_close(p, 0.3 * trained[n] + 0.7 * random[n])
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    mix_(net, trained, 0.0)
+    assert all(torch.equal(p, before[n]) for n, p in net.named_parameters())
+
+
+def test_the_iterations_networks_mix_dms_random_draw_with_the_drawn_trained_epoch(tiny_store, tiny_experts):
+    run = make_run(tiny_store, tiny_experts)
+    run.iteration = 4
+    chosen = run._pool_draw()
+    assert 1 <= chosen.epoch <= tiny_experts.config.epochs and 0.2 <= chosen.alpha <= 1
+    assert run._pool_draw() == chosen  # keyed by the iteration: a resumed or sharded run draws alike
+    pool = EncoderPool(tiny_experts)
+    for m, net in run._encoders().items():
+        random = dict(MatchingRun._encoders(run)[m].named_parameters())
+        trained = pool.parameters(chosen, f"encoders.{m}.")
+        for name, p in net.named_parameters():
+            torch.testing.assert_close(p, chosen.alpha * trained[name] + (1 - chosen.alpha) * random[name])
+    head, random_head, trained = run._head(), run._random_head(), pool.parameters(chosen, "head.")
+    for (name, p), q in zip(head.named_parameters(), random_head.parameters(), strict=True):
+        torch.testing.assert_close(p, chosen.alpha * trained[name] + (1 - chosen.alpha) * q)
+
+
+def test_a_pool_that_does_not_fit_is_one_clear_error(tiny_store, tiny_experts):
+    with pytest.raises(AvddError, match="encoder width 8, this distillation's encoders 16; pass --width 8"):
+        make_run(tiny_store, tiny_experts, encoder={"width": 16})
+    with pytest.raises(AvddError, match="trained on audio,frame; pass --modalities audio,frame"):
+        PlusRun(tiny_store.split("train"), ("audio",), 2, 0,
+                config(lambda_pair=0, weights=MatchingWeights(1, 0, 0)), pool=tiny_experts)
+    with pytest.raises(AvddError, match="built otherwise.*encoders.audio parameters"):
+        make_run(tiny_store, tiny_experts, encoder={"width": WIDTH, "norm": "none"})
+
+
+def test_the_automatic_pool_is_trained_once_and_then_read_from_the_cache(tmp_path, monkeypatch):
+    store = make_tiny_store(tmp_path / "store")
+    trained = []
+    original = experts_module.train_expert
+
+    def counting(*args, **kwargs):
+        trained.append(args[4])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(experts_module, "train_expert", counting)
+    context = RunContext(store, AV, 1, 0, torch.device("cpu"), progress=False)
+    settings = PlusSettings(width=WIDTH, pool_networks=2, pool_epochs=1)
+    first = run_pool(context, settings)
+    assert trained == [0, 1] and first.path.parent == store.path / "cache" and first.path.name.startswith("pool-")
+    again = run_pool(context, settings)
+    assert trained == [0, 1] and again.path == first.path
+    assert run_pool(context, replace(settings, mix_max=0.0)) is None  # no mixing: no pool
+
+
+def test_a_read_only_store_gets_a_pool_for_the_run_alone(tmp_path, monkeypatch):
+    store = make_tiny_store(tmp_path / "store")
+    monkeypatch.setattr(pool_module.os, "access", lambda path, mode: False)
+    context = RunContext(store, AV, 1, 0, torch.device("cpu"), progress=False)
+    with pytest.warns(UserWarning, match="read-only, so the encoder pool is trained into .* for this run alone"):
+        pool = run_pool(context, PlusSettings(width=WIDTH, pool_networks=1, pool_epochs=1))
+    assert not pool.path.is_relative_to(store.path) and pool.path.is_dir()
+    folder = pool.path.parent
+    del pool
+    gc.collect()
+    assert not folder.exists()  # removed with the run's pool
+
+
+# -- the loop ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("distance", ["mmd", "cf"])
+def test_gradients_reach_only_the_right_class(tiny_store, tiny_experts, distance):
+    run = make_run(tiny_store, tiny_experts, distance=distance)
+    terms = run.loss_terms()
+    assert set(run.active_terms()) == {"base", "joint", "gap", "ce", "dist", "pair"}
+    sum(terms[t][1] for t in run.active_terms()).backward()
+    for m, x in run.synthetic.items():
+        per_sample = x.grad.flatten(1).abs().sum(1)
+        assert (per_sample[run.labels == 1] > 0).all(), m
+        assert (per_sample[run.labels != 1] == 0).all(), m
+
+
+def test_without_mixing_and_added_terms_it_is_avdd_bit_for_bit(tiny_store):
+    def distill(method: str, **settings):
+        context = RunContext(tiny_store, AV, 1, 0, torch.device("cpu"), progress=False)
+        spec = METHODS.get(method)
+        return spec.run(context, spec.build({"iterations": 2, "batch_real": 5, "width": WIDTH, "embed_epochs": 1,
+                                             **settings}, method))
+
+    avdd = distill("avdd")
+    plus = distill("avdd-plus", mix_max=0.0, lambda_ce=0.0, lambda_dist=0.0, lambda_pair=0.0)
+    for m in AV:
+        assert torch.equal(plus.data[m], avdd.data[m]), m
+    assert plus.log == avdd.log
+
+
+def test_resume_equals_uninterrupted(tiny_store, tiny_experts, tmp_path):
+    full = make_run(tiny_store, tiny_experts, iterations=4, distance="cf")
+    full.run(progress=False)
+    ck = tmp_path / "ck.pt"
+    make_run(tiny_store, tiny_experts, iterations=2, distance="cf").run(checkpoint=ck, progress=False)
+    second = make_run(tiny_store, tiny_experts, iterations=4, distance="cf")
+    second.load_state(ck)
+    second.run(checkpoint=ck, progress=False)
+    for m in AV:
+        assert torch.equal(second.synthetic[m], full.synthetic[m]), m
+    with pytest.raises(AvddError, match="lambda_pair"):
+        make_run(tiny_store, tiny_experts, iterations=4, distance="cf", lambda_pair=2.0).load_state(ck)
+
+
+def test_sharded_runs_merge_into_the_serial_run(tiny_store, tiny_experts):
+    def run(classes):
+        plus = make_run(tiny_store, tiny_experts, seed=3, classes=classes, iterations=2)
+        plus.run(progress=False)
+        return SyntheticSet(plus.stored(), plus.labels, log={"losses": plus.history})
+
+    whole = run(None)
+    merged = merge_shards([run([0, 2]), run([1])])
+    for m in AV:
+        assert torch.equal(merged.data[m], whole.data[m]), m
+    for got, want in zip(merged.log["losses"], whole.log["losses"], strict=True):
+        assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_two_processes_distill_what_one_process_does(tmp_path):
+    source = make_tiny_store(tmp_path / "source", num_classes=3)
+    settings = {"iterations": 2, "batch_real": 5, "width": WIDTH, "embed_epochs": 1, "pool_networks": 1,
+                "pool_epochs": 1, "distance": "cf"}
+    with one_thread():
+        serial = api.distill(source.path, tmp_path / "serial", "avdd-plus", modalities=AV, ipc=2, seed=3,
+                             progress=False, **settings)
+    shutil.rmtree(source.path / "cache")  # the job's main process trains the pool (and herding's network) again
+    flags = [part for name, value in settings.items() for part in (flag_of(name), str(value))]
+    done = torchrun("distill", "--data", str(source.path), "--out", str(tmp_path / "job"), "--device", "cpu",
+                    "--method", "avdd-plus", "--ipc", "2", "--seed", "3", *flags, "-q")
+    assert done.returncode == 0, done.stderr
+    for key in (*AV, "labels"):
+        assert np.array_equal(np.load(tmp_path / "job" / f"train_{key}.npy"),
+                              np.load(serial.path / f"train_{key}.npy")), key
+
+
+def test_the_real_mean_cache_is_left_out_where_terms_need_more_than_means(tiny_store, tiny_experts, tmp_path):
+    cache = RealMeanCache(Path(tmp_path), 1 << 20)
+    with pytest.warns(UserWarning, match="real-mean cache is not used"):
+        dropped = PlusRun(tiny_store.split("train"), AV, 2, 0, config(), pool=tiny_experts, real_cache=cache)
+    assert dropped.real_cache is None
+    kept = PlusRun(tiny_store.split("train"), AV, 2, 0, config(mix_min=0.0, mix_max=0.0, lambda_dist=0.0,
+                                                               lambda_pair=0.0), real_cache=cache)
+    assert kept.real_cache is cache
+
+
+def test_settings_have_avdds_defaults_and_refuse_what_cannot_work(tiny_store):
+    settings = PlusSettings()
+    assert (settings.lambda_jm, settings.lambda_mgm, settings.factor, settings.init) == (10.0, 10.0, True, "herding")
+    with pytest.raises(AvddError, match="mix_min=0.8 above mix_max=0.5"):
+        config(mix_min=0.8, mix_max=0.5)
+    with pytest.raises(AvddError, match="distance='l2'"):
+        config(distance="l2")
+    with pytest.raises(AvddError, match="mix_max=1.5"):
+        METHODS.get("avdd-plus").build({"mix_max": 1.5}, "avdd-plus")
+    with pytest.raises(AvddError, match="paired audio-visual term needs two modalities"):
+        PlusRun(tiny_store.split("train"), ("audio",), 2, 0, config(mix_min=0.0, mix_max=0.0))
