@@ -210,6 +210,20 @@ def test_gradients_reach_only_the_right_class(tiny_store, tiny_experts, distance
         assert (per_sample[run.labels != 1] == 0).all(), m
 
 
+def test_distances_are_in_the_mean_terms_units(tiny_store, tiny_experts, monkeypatch):
+    """dist = Σ_m median_m · distance_m and pair = (Σ_m median_m) · distance, median_m the class's
+    median squared distance between its real embeddings of modality m (a distance of 1 shows the scale)."""
+    monkeypatch.setattr(PlusRun, "_distance", lambda self, real, mask, syn, key: torch.ones(len(real), dtype=torch.float64))
+    run = make_run(tiny_store, tiny_experts)
+    terms = run.loss_terms()
+    real = run._real_side(run._encoders(), {m: run._draws(m) for m in AV})  # the same draws: same iteration
+    for c in range(len(run.classes)):
+        medians = [median_scale([row for row, keep in zip(real.features[m][c], real.mask[c], strict=True) if keep])
+                   for m in AV]
+        assert float(terms["dist"][c]) == pytest.approx(sum(medians), rel=1e-5)
+        assert float(terms["pair"][c]) == pytest.approx(sum(medians), rel=1e-5)
+
+
 def test_without_mixing_and_added_terms_it_is_avdd_bit_for_bit(tiny_store):
     def distill(method: str, **settings):
         context = RunContext(tiny_store, AV, 1, 0, torch.device("cpu"), progress=False)

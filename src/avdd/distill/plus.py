@@ -31,7 +31,7 @@ from torch import nn
 
 from avdd.data.augment import Draw
 from avdd.data.store import Split
-from avdd.distill.distances import cf_distance, cf_frequencies, mmd2, paired
+from avdd.distill.distances import cf_distance, cf_frequencies, median_sq_distance, mmd2, paired
 from avdd.distill.dm import AVDD_DEFAULTS, DMSettings, MatchingConfig, MatchingRun, distill_with
 from avdd.distill.experts import ExpertConfig, ExpertSet
 from avdd.distill.pool import EncoderPool, PoolDraw, automatic_pool
@@ -242,13 +242,17 @@ class PlusRun(MatchingRun):
         mask = real.mask[group]
         n = group.stop - group.start
         syn = {m: f.view(n, per_class, -1) for m, f in features.items()}
+        # the distances are scale-free; × the class's median squared real distance puts them in the
+        # mean terms' units (squared embedding distances), so their weights compare to λ_base's
+        scale = {m: median_sq_distance(real.features[m][group], mask) for m in self.modalities}
         if self.config.lambda_dist:
-            terms["dist"] = cast(torch.Tensor, sum(self._distance(real.features[m][group], mask, syn[m], m).float()
-                                                   for m in self.modalities))
+            terms["dist"] = cast(torch.Tensor, sum(
+                (scale[m] * self._distance(real.features[m][group], mask, syn[m], m)).float() for m in self.modalities))
         if self.config.lambda_pair:
             pair_real, pair_syn = paired([real.features[m][group] for m in self.modalities], mask,
                                          [syn[m] for m in self.modalities])
-            terms["pair"] = self._distance(pair_real, mask, pair_syn, "+".join(self.modalities)).float()
+            pair = self._distance(pair_real, mask, pair_syn, "+".join(self.modalities))
+            terms["pair"] = (cast(torch.Tensor, sum(scale.values())) * pair).float()
         return terms
 
     def _weights(self) -> dict[str, float]:
