@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from avdd.data.store import open_store, write_store
 from avdd.distill import api
 from avdd.distill import experts as experts_module
 from avdd.distill import pool as pool_module
@@ -27,7 +28,7 @@ from avdd.distill.registry import METHODS, RunContext
 from avdd.distill.result import SyntheticSet, merge_shards
 from avdd.distill.spec import flag_of
 from avdd.errors import AvddError
-from conftest import make_tiny_store
+from conftest import TINY_SPECS, make_tiny_store
 from test_distributed import one_thread, torchrun
 
 AV = ("audio", "frame")
@@ -213,7 +214,10 @@ def test_gradients_reach_only_the_right_class(tiny_store, tiny_experts, distance
 def test_distances_are_in_the_mean_terms_units(tiny_store, tiny_experts, monkeypatch):
     """dist = Σ_m median_m · distance_m and pair = (Σ_m median_m) · distance, median_m the class's
     median squared distance between its real embeddings of modality m (a distance of 1 shows the scale)."""
-    monkeypatch.setattr(PlusRun, "_distance", lambda self, real, mask, syn, key: torch.ones(len(real), dtype=torch.float64))
+    def unit(self, real, mask, syn, key):
+        return torch.ones(len(real), dtype=torch.float64)
+
+    monkeypatch.setattr(PlusRun, "_distance", unit)
     run = make_run(tiny_store, tiny_experts)
     terms = run.loss_terms()
     real = run._real_side(run._encoders(), {m: run._draws(m) for m in AV})  # the same draws: same iteration
@@ -264,6 +268,30 @@ def test_sharded_runs_merge_into_the_serial_run(tiny_store, tiny_experts):
         assert torch.equal(merged.data[m], whole.data[m]), m
     for got, want in zip(merged.log["losses"], whole.log["losses"], strict=True):
         assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_shards_equal_serial_when_a_class_has_fewer_samples_than_the_real_batch(tiny_store, tiny_experts, tmp_path):
+    """Class 1 keeps 6 of its 12 training samples and the real batch is 10: its real embeddings are
+    padded and masked, in a shard of its own as in the serial run."""
+    train = tiny_store.split("train")
+    keep = np.concatenate([np.flatnonzero(train.labels != 1), np.flatnonzero(train.labels == 1)[:6]])
+    arrays = {"labels": np.asarray(train.labels)[keep], **{m: np.asarray(train.arrays[m])[keep] for m in AV}}
+    test = tiny_store.split("test")
+    store = write_store(tmp_path / "short", name="short", class_names=tiny_store.class_names, modalities=TINY_SPECS,
+                        splits={"train": arrays, "test": {"labels": np.asarray(test.labels),
+                                                          **{m: np.asarray(test.arrays[m]) for m in AV}}})
+    store = open_store(store.path)
+
+    def run(classes):
+        plus = PlusRun(store.split("train"), AV, ipc=1, seed=1, config=config(iterations=2, batch_real=10),
+                       classes=classes, pool=tiny_experts)
+        plus.run(progress=False)
+        return SyntheticSet(plus.stored(), plus.labels, log={"losses": plus.history})
+
+    whole = run(None)
+    merged = merge_shards([run([0, 2]), run([1])])
+    for m in AV:
+        assert torch.equal(merged.data[m], whole.data[m]), m
 
 
 def test_two_processes_distill_what_one_process_does(tmp_path):

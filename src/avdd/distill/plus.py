@@ -134,9 +134,8 @@ def class_cross_entropy(logits: Logits, labels: torch.Tensor, per_class: int) ->
     return torch.stack([fusion_loss({k: z[r] for k, z in logits.items()}, labels[r]) for r in rows])
 
 
-def padded(rows: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(n_c, d) per class -> (C, max n_c, d) zero-padded, and the (C, max n_c) mask of real rows."""
-    n = max(len(r) for r in rows)
+def padded(rows: Sequence[torch.Tensor], n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n_c ≤ n, d) per class -> (C, n, d) zero-padded, and the (C, n) mask of real rows."""
     out = rows[0].new_zeros(len(rows), n, rows[0].shape[1])
     mask = torch.zeros(len(rows), n, dtype=torch.bool, device=rows[0].device)
     for c, r in enumerate(rows):
@@ -220,7 +219,9 @@ class PlusRun(MatchingRun):
         means = {m: torch.stack([row[m].mean(0) for row in rows]) for m in self.modalities}
         features, masks = {}, []
         for m in self.modalities:
-            features[m], mask = padded([row[m] for row in rows])
+            # to the configured batch, not this run's largest class: a shard's tensors then have the
+            # serial run's shapes whichever classes it holds
+            features[m], mask = padded([row[m] for row in rows], self.config.batch_real)
             masks.append(mask)
         return RealSide(means, features, masks[0])
 
