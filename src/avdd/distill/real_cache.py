@@ -109,7 +109,8 @@ class RealMeanCache:
             self.keys_written.add(key)
         values = mean.detach().to("cpu", torch.float32).numpy()
         write_atomic(path, lambda f: np.savez(f, mean=values, key=np.array(key)))
-        self._used(path, path.stat().st_size)
+        with contextlib.suppress(FileNotFoundError):  # another process evicted it already: only a lost mean
+            self._used(path, path.stat().st_size)
         while self.total > self.max_bytes and self.sizes:
             old, size = self.sizes.popitem(last=False)
             self.total -= size

@@ -14,17 +14,20 @@ Layout of the output directory::
 
 A step is done when its output exists, so a second run does nothing and a changed setting re-runs
 only the steps whose settings it changes. A failing step fails its cells, is reported, and the
-run goes on; failures are not cached, so the next run tries them again.
+run goes on; failures are not cached, so the next run tries them again. ``jobs`` > 1 runs cells in
+that many worker processes at once (experiments/parallel.py); the outputs are those of one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,10 +44,12 @@ from avdd.evaluate.recognition import evaluate_recognition
 from avdd.evaluate.retrieval import evaluate_retrieval
 from avdd.experiments.config import Experiment
 from avdd.experiments.grid import Cell, expand
+from avdd.experiments.parallel import Post, run_groups, share_groups
 from avdd.experiments.steps import STEPS
 from avdd.experiments.tables import METRICS, build_table, format_value, to_csv, to_markdown
 from avdd.files import rename_new, write_text_atomic
 from avdd.formats import META_FILE
+from avdd.ranges import check_settings
 from avdd.training.protocol import EvalConfig
 
 Log = Callable[[str], None]
@@ -124,6 +129,10 @@ class Step:
     def path(self, out: Path) -> Path:
         return out / self.kind / f"{self.name}-{self.key[:8]}"
 
+    def keys(self) -> set[str]:
+        """Its key and those of every step it needs."""
+        return {self.key}.union(*(s.keys() for s in self.needs))
+
 
 @dataclass
 class Outcome:
@@ -157,12 +166,27 @@ def retrieval(train: Store, test: Store, experiment: Experiment, config: EvalCon
 EVALUATIONS = {"recognition": recognition, "retrieval": retrieval}
 
 
+def check_jobs(jobs: int, device: torch.device, tracker: OpenTracker | None) -> None:
+    """Refuse what ``jobs`` worker processes cannot do."""
+    check_settings("run", {"jobs": jobs})
+    if jobs > 1 and device.type != "cpu":  # every worker would share the one device
+        raise AvddError(f"--jobs {jobs} runs cells side by side on CPU cores only; on {device} use --jobs 1 "
+                        "(or --device cpu)")
+    if jobs > 1 and tracker is not None:
+        try:
+            pickle.dumps(tracker)
+        except Exception:  # whatever pickling a local function or an open handle raises
+            raise AvddError(f"--jobs {jobs}: the tracker factory must be picklable (a module-level function or "
+                            "a partial of one): each worker opens its own trackers") from None
+
+
 class Runner:
     def __init__(self, experiment: Experiment, out: Path, *, device: str | torch.device | None = "cpu",
-                 progress: bool = True, log: Log = print, tracker: OpenTracker | None = None) -> None:
+                 progress: bool = True, log: Log = print, tracker: OpenTracker | None = None, jobs: int = 1) -> None:
         self.experiment, self.out, self.progress, self.log = experiment, Path(out), progress, log
-        self.tracker = tracker
+        self.tracker, self.jobs = tracker, jobs
         self.device = resolve_device(device)
+        check_jobs(jobs, self.device, tracker)
         self.store = open_data(experiment, progress)
         # the data's identity is its description (classes, shapes, statistics, provenance), not its path
         self.data_key = settings_key((self.store.path / META_FILE).read_text())
@@ -242,12 +266,27 @@ class Runner:
                          **settings)
         rename_new(tmp, path)  # never over something that appeared there meanwhile
 
-    def run_cell(self, cell: Cell) -> Outcome:
-        view = self.experiment.view
+    def plan(self, cell: Cell) -> tuple[EvalConfig, Step | None, Path]:
+        """The cell's evaluation settings, its distillation (None: the whole data), its result file."""
         config = self.experiment.eval_config(cell.modalities, cell.fusion, cell.seed)
         distilled = None if cell.whole else self.distill_step(cell)
-        outcome = Outcome(cell, self.eval_key(cell, config, distilled))
-        result_file = self.out / "cells" / f"{outcome.key}.json"
+        return config, distilled, self.out / "cells" / f"{self.eval_key(cell, config, distilled)}.json"
+
+    def step_keys(self, cell: Cell) -> set[str] | None:
+        """The keys of the steps the cell would run; None where it needs no worker: its result is
+        cached, or planning it fails (it fails at once, as it would in a worker)."""
+        try:
+            _, distilled, result_file = self.plan(cell)
+        except Exception:
+            return None
+        if result_file.is_file():
+            return None
+        return distilled.keys() if distilled else set()
+
+    def run_cell(self, cell: Cell) -> Outcome:
+        view = self.experiment.view
+        config, distilled, result_file = self.plan(cell)
+        outcome = Outcome(cell, result_file.stem)
         if result_file.is_file():
             saved = read_json(result_file, CELL_KEYS, "delete it to evaluate the cell again")
             outcome.metrics, outcome.set, outcome.cached = saved["metrics"], saved["set"], True
@@ -268,21 +307,7 @@ class Runner:
         self.out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(self.out / CONFIG_FILE,
                           yaml.safe_dump(self.experiment.view, sort_keys=False, allow_unicode=True))
-        outcomes = []
-        for i, cell in enumerate(cells, 1):
-            self.log(f"[{i}/{len(cells)}] {cell.describe()}")
-            try:
-                outcome = self.run_cell(cell)
-            except Exception as err:  # reported with the cell; the other cells go on
-                message = str(err) or type(err).__name__
-                if not isinstance(err, AvddError):
-                    self.log(traceback.format_exc().rstrip())
-                outcome = Outcome(cell, "", status="failed", error=message)
-                self.log(f"  FAILED: {message}")
-            else:
-                summary = ", ".join(f"{m} {format_value(m, v['mean'], v['std'])}" for m, v in outcome.metrics.items())
-                self.log(f"  {'cached: ' if outcome.cached else ''}{summary}")
-            outcomes.append(outcome)
+        outcomes = self.run_parallel(cells) if self.jobs > 1 else [self.settle(i, cells) for i in range(len(cells))]
         self.write(outcomes)
         if self.tracker is not None:
             self.track(outcomes)
@@ -294,6 +319,54 @@ class Runner:
         else:
             self.log(f"{len(outcomes)} cells: {len(done) - cached} run, {cached} cached, {failed} failed")
         return outcomes
+
+    def attempt(self, cell: Cell) -> Outcome:
+        """The cell run, or its failure, reported either way; the other cells go on."""
+        try:
+            outcome = self.run_cell(cell)
+        except Exception as err:
+            message = str(err) or type(err).__name__
+            if not isinstance(err, AvddError):
+                self.log(traceback.format_exc().rstrip())
+            self.log(f"  FAILED: {message}")
+            return Outcome(cell, "", status="failed", error=message)
+        summary = ", ".join(f"{m} {format_value(m, v['mean'], v['std'])}" for m, v in outcome.metrics.items())
+        self.log(f"  {'cached: ' if outcome.cached else ''}{summary}")
+        return outcome
+
+    def settle(self, index: int, cells: Sequence[Cell]) -> Outcome:
+        """Cell ``index`` (from 0) of ``cells`` run here, under its ``[i/n]`` line."""
+        self.log(f"[{index + 1}/{len(cells)}] {cells[index].describe()}")
+        return self.attempt(cells[index])
+
+    def run_parallel(self, cells: Sequence[Cell]) -> list[Outcome]:
+        """Every cell: those cached (or failing at once) here, the others in groups of cells that share
+        a step, by ``self.jobs`` workers; their lines shown here under each cell's ``[i/n]``."""
+        outcomes: dict[int, Outcome] = {}
+        keys: dict[int, set[str]] = {}
+        for i, cell in enumerate(cells):
+            found = self.step_keys(cell)
+            if found is None:
+                outcomes[i] = self.settle(i, cells)
+            else:
+                keys[i] = found
+        pending = list(keys)
+        groups = [[pending[j] for j in group] for group in share_groups([keys[i] for i in pending])]
+
+        def receive(kind: str, index: int, payload: Any) -> None:
+            if kind == "log":
+                self.log(f"[{index + 1}/{len(cells)}] {payload}")
+            else:
+                outcomes[index] = payload
+
+        worker = partial(run_group, self.experiment, self.out, self.device, self.tracker, cells)
+        for number, code in run_groups(groups, worker, self.jobs, receive).items():
+            for i in groups[number]:
+                if i not in outcomes:
+                    message = f"its worker process ended (exit code {code}) before finishing it"
+                    receive("log", i, f"  FAILED: {message}")
+                    outcomes[i] = Outcome(cells[i], "", status="failed", error=message)
+        return [outcomes[i] for i in range(len(cells))]
 
     def track(self, outcomes: list[Outcome]) -> None:
         """Every cell's metrics as one table of the experiment's own tracker run."""
@@ -327,8 +400,25 @@ def tables_markdown(title: str, view: Mapping[str, Any], cells: list[dict[str, A
     return "\n".join(text) + "\n"
 
 
+def run_group(experiment: Experiment, out: Path, device: torch.device, tracker: OpenTracker | None,
+              cells: Sequence[Cell], group: Sequence[int], post: Post) -> None:
+    """A worker's part of ``run_parallel``: the cells ``group`` of ``cells``, in order, without progress
+    bars; each log line and each outcome posted to the parent with its cell's index."""
+    current = group[0]  # the cell the lines are about; log reads it as the loop moves on
+
+    def log(line: str) -> None:
+        post("log", current, line)
+
+    runner = Runner(experiment, out, device=device, progress=False, log=log, tracker=tracker)
+    for current in group:
+        log(cells[current].describe())
+        post("outcome", current, runner.attempt(cells[current]))
+
+
 def run_experiment(experiment: Experiment, out: str | Path, *, device: str | torch.device | None = "cpu",
-                   progress: bool = True, log: Log = print, tracker: OpenTracker | None = None) -> list[Outcome]:
-    """Run every cell of ``experiment`` into ``out`` (see the module docstring for the layout);
-    ``tracker(name)`` opens a tracker per distillation and one for the results table."""
-    return Runner(experiment, Path(out), device=device, progress=progress, log=log, tracker=tracker).run()
+                   progress: bool = True, log: Log = print, tracker: OpenTracker | None = None,
+                   jobs: int = 1) -> list[Outcome]:
+    """Run every cell of ``experiment`` into ``out`` (see the module docstring for the layout), ``jobs``
+    cells at a time; ``tracker(name)`` opens a tracker per distillation and one for the results table."""
+    return Runner(experiment, Path(out), device=device, progress=progress, log=log, tracker=tracker,
+                  jobs=jobs).run()
