@@ -9,6 +9,7 @@ that dies (killed, out of memory) loses only its own group.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -18,6 +19,8 @@ from multiprocessing.context import SpawnProcess
 from typing import Any
 
 import torch
+
+from avdd.distill.checkpoint import sigterm_interrupts
 
 Post = Callable[[str, int, Any], None]  # (kind, cell index, payload) from a worker to the parent
 Worker = Callable[[Sequence[int], Post], None]  # runs the cells of one group (picklable: spawn sends it)
@@ -54,15 +57,17 @@ def _child(worker: Worker, group: Sequence[int], messages: Connection, threads: 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent stops us
     if "OMP_NUM_THREADS" not in os.environ:  # the user's choice wins
         torch.set_num_threads(threads)
-    # send writes into the pipe at once: what was posted before a kill still arrives
-    worker(group, lambda kind, index, payload: messages.send((kind, index, payload)))
+    # the parent stops us with SIGTERM: as under the CLI, a distillation keeps its checkpoint on the way out
+    with sigterm_interrupts(), contextlib.suppress(KeyboardInterrupt):
+        # send writes into the pipe at once: what was posted before a kill still arrives
+        worker(group, lambda kind, index, payload: messages.send((kind, index, payload)))
 
 
 def run_groups(groups: Sequence[Sequence[int]], worker: Worker, jobs: int, receive: Post) -> dict[int, int | None]:
     """Run ``worker(group, post)`` for every group, at most ``jobs`` processes at once; every message
     a worker posts is handed to ``receive`` here. Returns {group number: exit code} for the groups
     whose process failed (killed, or the worker raised). An interruption (Ctrl-C, SIGTERM) stops
-    every worker."""
+    every worker (SIGTERM: each saves its checkpoint) and waits for them."""
     context = multiprocessing.get_context("spawn")
     waiting = list(range(len(groups)))
     running: dict[Connection, tuple[int, SpawnProcess]] = {}
