@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from avdd.allocator import retain_freed_memory
 from avdd.distill.checkpoint import sigterm_interrupts
 
 Post = Callable[[str, int, Any], None]  # (kind, cell index, payload) from a worker to the parent
@@ -55,6 +56,7 @@ def threads_per_worker(jobs: int) -> int:
 
 def _child(worker: Worker, group: Sequence[int], messages: Connection, threads: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent stops us
+    retain_freed_memory()  # as the CLI's own process does (avdd/allocator.py): up to 40 % of a DM iteration
     if "OMP_NUM_THREADS" not in os.environ:  # the user's choice wins
         torch.set_num_threads(threads)
     # the parent stops us with SIGTERM: as under the CLI, a distillation keeps its checkpoint on the way out
