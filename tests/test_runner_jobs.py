@@ -1,7 +1,9 @@
 """``avdd run --jobs N``: cells in worker processes, shared steps once, outputs as with one job."""
 
 import json
+import multiprocessing
 import os
+import signal
 
 import pytest
 import torch
@@ -99,3 +101,20 @@ def test_a_cell_failing_in_a_worker_is_reported_and_the_others_go_on(tiny_store,
     assert any(line.startswith("[3/4]   FAILED: ") for line in lines)
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert [c["status"] for c in results["cells"]] == ["done", "done", "failed", "failed"]
+
+
+def test_killed_workers_fail_their_cells_and_a_rerun_resumes(tiny_store, tmp_path):
+    exp, out, lines = experiment(tiny_store, grid=GRID), tmp_path / "run", []
+
+    def kill_workers_at_the_first_step(line):
+        lines.append(line)
+        if "  sets/" in line:
+            for child in multiprocessing.active_children():
+                os.kill(child.pid, signal.SIGKILL)
+
+    outcomes = run_experiment(exp, out, progress=False, log=kill_workers_at_the_first_step, jobs=2)
+    failed = [o for o in outcomes if o.status == "failed"]
+    assert failed and all(o.error.startswith("its worker process ended (exit code -9)") for o in failed)
+    assert json.loads((out / "results.json").read_text())["cells"][outcomes.index(failed[0])]["status"] == "failed"
+    outcomes = run_experiment(exp, out, progress=False, log=lambda line: None, jobs=2)
+    assert [o.status for o in outcomes] == ["done"] * 4
