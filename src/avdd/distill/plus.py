@@ -58,21 +58,23 @@ class PlusFields(DMSettings):
     pool: str = field(default="", metadata=setting(
         "expert directory (`avdd experts`) of the encoder pool; empty: a pool trained on the store's train split "
         "and cached next to it", PATH))
-    pool_networks: int = field(default=3, metadata=setting("networks of the automatic encoder pool"))
-    pool_epochs: int = field(default=2, metadata=setting("training epochs of each automatic pool network"))
+    pool_networks: int = field(default=2, metadata=setting("networks of the automatic encoder pool"))
+    pool_epochs: int = field(default=1, metadata=setting("training epochs of each automatic pool network"))
     mix_min: float = field(default=0.0, metadata=setting("least weight of the trained network in an iteration's "
                                                          "encoders (α ~ U(mix_min, mix_max))"))
     mix_max: float = field(default=1.0, metadata=setting("largest weight of the trained network (0: DM's random "
                                                          "encoders, no pool)"))
-    # a starting value, not a tuned one
-    lambda_ce: float = field(default=0.1, metadata=setting("weight of the cross-entropy of the synthetic samples "
-                                                           "under the drawn network"))
+    # the defaults are the configuration measured on avdigits (benchmarks/RESULTS.md, "avdd-plus"): a
+    # cheap pool; each added term pulling on the synthetic data about as hard as one of AVDD's weighted
+    # terms there (benchmarks/plus_term_gradients.py)
+    lambda_ce: float = field(default=100.0, metadata=setting("weight of the cross-entropy of the synthetic "
+                                                             "samples under the drawn network"))
     distance: str = field(default="mmd", metadata=setting("distribution distance beyond the mean: mmd (Gaussian "
                                                           "kernels) or cf (characteristic functions)",
                                                           DISTANCE))
-    lambda_dist: float = field(default=1.0, metadata=setting("weight of the per-modality distribution distance"))
-    lambda_pair: float = field(default=1.0, metadata=setting("weight of the distance between paired audio-visual "
-                                                             "embeddings"))
+    lambda_dist: float = field(default=10.0, metadata=setting("weight of the per-modality distribution distance"))
+    lambda_pair: float = field(default=10.0, metadata=setting("weight of the distance between paired "
+                                                              "audio-visual embeddings"))
     cf_frequencies: int = field(default=64, metadata=setting("random frequencies of the cf distance"))
     cf_sigma: float = field(default=1.0, metadata=setting("standard deviation of the cf frequencies, in units of "
                                                           "the class's median real distance"))
