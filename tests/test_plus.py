@@ -256,14 +256,19 @@ def test_resume_equals_uninterrupted(tiny_store, tiny_experts, tmp_path):
         make_run(tiny_store, tiny_experts, iterations=4, distance="cf", lambda_pair=2.0).load_state(ck)
 
 
-def test_sharded_runs_merge_into_the_serial_run(tiny_store, tiny_experts):
+def serial_and_sharded(make) -> tuple[SyntheticSet, SyntheticSet]:
+    """The set of the run ``make(None)`` over every class, and those of classes [0, 2] and [1] merged."""
     def run(classes):
-        plus = make_run(tiny_store, tiny_experts, seed=3, classes=classes, iterations=2)
+        plus = make(classes)
         plus.run(progress=False)
         return SyntheticSet(plus.stored(), plus.labels, log={"losses": plus.history})
 
-    whole = run(None)
-    merged = merge_shards([run([0, 2]), run([1])])
+    return run(None), merge_shards([run([0, 2]), run([1])])
+
+
+def test_sharded_runs_merge_into_the_serial_run(tiny_store, tiny_experts):
+    whole, merged = serial_and_sharded(lambda classes: make_run(tiny_store, tiny_experts, seed=3, classes=classes,
+                                                                iterations=2))
     for m in AV:
         assert torch.equal(merged.data[m], whole.data[m]), m
     for got, want in zip(merged.log["losses"], whole.log["losses"], strict=True):
@@ -282,14 +287,9 @@ def test_shards_equal_serial_when_a_class_has_fewer_samples_than_the_real_batch(
                                                           **{m: np.asarray(test.arrays[m]) for m in AV}}})
     store = open_store(store.path)
 
-    def run(classes):
-        plus = PlusRun(store.split("train"), AV, ipc=1, seed=1, config=config(iterations=2, batch_real=10),
-                       classes=classes, pool=tiny_experts)
-        plus.run(progress=False)
-        return SyntheticSet(plus.stored(), plus.labels, log={"losses": plus.history})
-
-    whole = run(None)
-    merged = merge_shards([run([0, 2]), run([1])])
+    whole, merged = serial_and_sharded(lambda classes: PlusRun(
+        store.split("train"), AV, ipc=1, seed=1, config=config(iterations=2, batch_real=10), classes=classes,
+        pool=tiny_experts))
     for m in AV:
         assert torch.equal(merged.data[m], whole.data[m]), m
 
