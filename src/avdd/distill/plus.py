@@ -112,9 +112,14 @@ class PlusConfig(MatchingConfig):
             raise AvddError(f"invalid avdd-plus settings: {'; '.join(found)}")
 
     @property
+    def distances(self) -> bool:
+        """Whether a distance term is on: the real side needs every sample's embedding, not only means."""
+        return bool(self.lambda_dist or self.lambda_pair)
+
+    @property
     def means_only(self) -> bool:
         """Whether the real side is class means under DM's encoders (what the real-mean cache holds)."""
-        return self.mix_max == 0 and not self.lambda_dist and not self.lambda_pair
+        return self.mix_max == 0 and not self.distances
 
 
 PLUS_FIELDS = tuple(name for name in PlusConfig.__dataclass_fields__ if name not in MatchingConfig.__dataclass_fields__)
@@ -215,7 +220,7 @@ class PlusRun(MatchingRun):
         return super().loss_terms(backward)
 
     def _real_side(self, encoders: dict[str, nn.Module], draws: dict[str, Draw]) -> RealSide:
-        if self.config.means_only:
+        if not self.config.distances:  # class means (from the cache where the run has one)
             return RealSide(super()._real_side(encoders, draws))
         rows = [self._class_real_features(p, self.modalities, encoders, draws) for p in range(len(self.classes))]
         means = {m: torch.stack([row[m].mean(0) for row in rows]) for m in self.modalities}
