@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import json
 import os
 import pickle
 import signal
@@ -89,6 +90,14 @@ def store_fingerprint(store: Store) -> str:
         for name in [labels_file(split)] + [array_file(split, m) for m in store.modalities]:
             digest.update(f"{name}:{(store.path / name).stat().st_size};".encode())
     return digest.hexdigest()
+
+
+def store_cache_path(store: Store, name: str, key: Mapping[str, Any]) -> Path:
+    """Where what was computed from ``store`` under settings ``key`` is cached: ``cache/NAME-HASH``
+    in the store, the hash covering the store's fingerprint too, so a cache copied along with files
+    of another store is not used for it."""
+    text = json.dumps({**key, "data": store_fingerprint(store)}, sort_keys=True, default=str)
+    return store.path / "cache" / f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
 def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any], prefix: str = "") -> list[str]:

@@ -8,8 +8,6 @@ embedding of several modalities is their per-modality L2-normalised features, co
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from avdd.data.store import Store
-from avdd.distill.checkpoint import store_fingerprint
+from avdd.distill.checkpoint import store_cache_path
 from avdd.distill.spec import check, setting
 from avdd.errors import AvddError
 from avdd.files import write_atomic
@@ -51,10 +49,8 @@ def joint_embedding(per_modality: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def _cache_path(store: Store, modalities: Sequence[str], config: EmbeddingConfig, eval_config: EvalConfig) -> Path:
-    # the store's fingerprint: a cache copied along with files of another store is not used for it
-    key = json.dumps({"modalities": list(modalities), "embedding": vars(config), "eval": eval_config.to_json(),
-                      "data": store_fingerprint(store)}, sort_keys=True, default=str)
-    return store.path / "cache" / f"embeddings-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+    key = {"modalities": list(modalities), "embedding": vars(config), "eval": eval_config.to_json()}
+    return store_cache_path(store, "embeddings", key).with_suffix(".npz")
 
 
 @torch.no_grad()

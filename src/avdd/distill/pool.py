@@ -11,8 +11,6 @@ and cached next to the store, like herding's embedding network.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -26,7 +24,7 @@ import torch
 from torch import nn
 
 from avdd.data.store import Store
-from avdd.distill.checkpoint import store_fingerprint
+from avdd.distill.checkpoint import store_cache_path
 from avdd.distill.experts import ExpertConfig, ExpertSet, train_experts
 from avdd.errors import AvddError
 from avdd.models.flat import unflatten
@@ -102,10 +100,7 @@ class EncoderPool:
 
 def pool_directory(store: Store, config: ExpertConfig) -> Path:
     """Where the automatic pool of ``config`` on ``store`` is cached."""
-    # the store's fingerprint: a cache copied along with files of another store is not used for it
-    key = json.dumps({"modalities": list(config.modalities), "experts": config.to_json(),
-                      "data": store_fingerprint(store)}, sort_keys=True)
-    return store.path / "cache" / f"pool-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    return store_cache_path(store, "pool", {"modalities": list(config.modalities), "experts": config.to_json()})
 
 
 def automatic_pool(store: Store, config: ExpertConfig, device: torch.device, progress: bool) -> ExpertSet:
