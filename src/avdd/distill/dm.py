@@ -3,16 +3,17 @@
 Each iteration draws a fresh randomly initialised encoder per modality, embeds every class's real
 batch (no gradients; autocast optional) and every class's synthetic samples (one batched pass, or
 groups of classes backpropagated in turn where one pass would not fit), and takes one SGD step on
-the sum over classes of the matching loss (distill/matching.py). The reference code loops over
-classes with one forward per class and a single step after the loop; summing independent
-per-class losses gives each class the same gradient, so only the batching differs. Every random
-draw is keyed by (seed, iteration, class/modality), so a resumed or sharded run draws exactly
-what an uninterrupted one does.
+the sum over classes of the matching loss (distill/matching.py); the per-class losses are
+independent, so each class gets the gradient of its own. The authors' loop takes one forward and
+one SGD step per class instead, which through the shared momentum buffer moves the earlier
+classes again at each later class's step: the ``reference`` protocol does that too
+(benchmarks/RESULTS.md measures the difference). Every random draw is keyed by (seed, iteration,
+class/modality), so a resumed or sharded run draws exactly what an uninterrupted one does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -31,11 +32,11 @@ from avdd.distill.spec import nested, setting, with_defaults
 from avdd.distill.synthetic import SyntheticRun, finish, init_order, samples_per_stored
 from avdd.distributed import balanced_shards, current, main_first
 from avdd.errors import AvddError
-from avdd.models.convnet import DEFAULT_ENCODER, ENCODERS, ConvNetConfig, reference_config
+from avdd.models.convnet import DEFAULT_ENCODER, ENCODERS, ConvNetConfig, layout_overrides, reference_config
 from avdd.models.init import init_parameters
 from avdd.ranges import PATH, check_fields
 from avdd.seeding import generator
-from avdd.training.inputs import load_batch
+from avdd.training.protocol import PROTOCOLS
 
 AUTOCAST_MODES = ("auto", "off", "bf16", "fp16")
 REAL_CHUNK_BYTES = {"cpu": 256 << 20, "cuda": 8 << 30}
@@ -61,6 +62,9 @@ class DMSettings:
     factor: bool = field(default=False, metadata=setting("factor parametrisation: 4 tiles per stored sample"))
     init: str = field(default="random", metadata=setting("initialisation: random real samples, or herding order"))
     dsa_strategy: str = field(default=REFERENCE_STRATEGY, metadata=setting("augmentation ops joined by _"))
+    protocol: str = field(default="clean", metadata=setting(
+        "clean, or reference: the authors' loop (their encoder layout, spectrograms in raw dB, one augmentation "
+        "per iteration, one SGD step per class; benchmarks/RESULTS.md)"))
     width: int = field(default=ConvNetConfig.width, metadata=setting("encoder width"))
     autocast: str = field(default="auto", metadata=setting("real-side autocast: auto (bf16 on CUDA, off on CPU), "
                                                            "off, bf16, fp16"))
@@ -80,8 +84,8 @@ class DMSettings:
             iterations=self.iterations, lr=self.lr, lr_default=self.lr_default, momentum=self.momentum,
             batch_real=self.batch_real,
             weights=MatchingWeights(self.lambda_base, self.lambda_jm, self.lambda_mgm), factor=self.factor,
-            init=self.init, dsa_strategy=self.dsa_strategy, encoder={"width": self.width}, autocast=self.autocast,
-            checkpoint_every=self.checkpoint_every)
+            init=self.init, dsa_strategy=self.dsa_strategy, protocol=self.protocol, encoder={"width": self.width},
+            autocast=self.autocast, checkpoint_every=self.checkpoint_every)
 
 
 # the reference AVDD: herding init, factor, joint and modality-gap matching
@@ -104,6 +108,7 @@ class MatchingConfig:
     factor: bool = True
     init: str = "random"  # "random" real samples, or "herding" order (from distill/coreset)
     dsa_strategy: str = DMSettings.dsa_strategy
+    protocol: str = DMSettings.protocol  # avdd.training.protocol.PROTOCOLS
     encoder: dict[str, Any] = field(default_factory=dict)  # ConvNetConfig overrides, e.g. width
     autocast: str = DMSettings.autocast  # real-side autocast: auto = bf16 on CUDA, off on CPU
     real_chunk: int = 0  # real samples per forward; 0 = auto: as many as keep the first layer's
@@ -117,9 +122,14 @@ class MatchingConfig:
         check_fields("DM/AVDD", self, [f.name for f in fields(self) if f.name not in ("weights", "encoder")],
                      lambda_base=self.weights.base, lambda_jm=self.weights.joint, lambda_mgm=self.weights.gap,
                      **self.encoder)
+        if self.protocol not in PROTOCOLS:  # after check_fields: a non-string is reported there
+            raise AvddError(f"unknown protocol {self.protocol!r}; known: {', '.join(PROTOCOLS)}")
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if self.protocol == "clean":  # left out, so checkpoints made before it existed still resume
+            del data["protocol"]
+        return data
 
 
 def autocast_dtype(mode: str, device: torch.device) -> torch.dtype | None:
@@ -149,11 +159,13 @@ class MatchingRun(SyntheticRun):
     ) -> None:
         if len(modalities) < 2 and (config.weights.joint or config.weights.gap):
             raise AvddError("joint and modality-gap matching need two modalities; set their weights to 0")
-        super().__init__(train, modalities, ipc, seed, config, device, init_order, classes)
+        super().__init__(train, modalities, ipc, seed, config, device, init_order, classes, PROTOCOLS[config.protocol])
         self.amp = autocast_dtype(config.autocast, self.device)
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        shapes = {m: train.store.modalities[m].shape for m in self.modalities}
         self.encoder_configs = {
-            m: reference_config(train.store.modalities[m].shape, **config.encoder) for m in self.modalities
+            m: reference_config(shape, **layout_overrides(shape, self.quirks.encoder_layout) | config.encoder)
+            for m, shape in shapes.items()
         }
         self.real_chunk = {m: config.real_chunk or self._auto_chunk(m) for m in self.modalities}
         self.real_cache = real_cache
@@ -166,6 +178,8 @@ class MatchingRun(SyntheticRun):
         return {"format": 1, "data": self.data_fingerprint, "seed": self.seed, "modality": modality,
                 "encoder": [DEFAULT_ENCODER, asdict(self.encoder_configs[modality])],
                 "dsa_strategy": self.config.dsa_strategy, "batch_real": self.config.batch_real,
+                "raw": modality in self.raw, "align_corners": self.quirks.align_corners,
+                "shared_augment": self.quirks.shared_augment,
                 # the numerics: the same inputs give other bits in another dtype, layout, chunking
                 "autocast": str(self.amp), "channels_last": self.config.channels_last,
                 "real_chunk": self.real_chunk[modality], "device": self.device.type, "torch": torch.__version__,
@@ -196,6 +210,12 @@ class MatchingRun(SyntheticRun):
         return encoders
 
     def _draws(self, modality: str) -> Draw:
+        """One augmentation per class (keyed by class and modality), or one for every class and
+        modality (``shared_augment``, as the authors' loop seeds them all alike)."""
+        if self.quirks.shared_augment:
+            draw = self.dsa.draw(1, generator(self.seed, "dsa", self.iteration))
+            count = len(self.classes)
+            return Draw(draw.kinds.expand(count), draw.uniforms.expand(count, -1))
         draws = [self.dsa.draw(1, generator(self.seed, "dsa", self.iteration, modality, c)) for c in self.classes]
         return Draw(torch.cat([d.kinds for d in draws]), torch.cat([d.uniforms for d in draws]))
 
@@ -203,7 +223,7 @@ class MatchingRun(SyntheticRun):
         """Class ``c``'s real batch of this iteration (the same samples in every modality)."""
         pool = self.train.class_indices[c]
         perm = torch.randperm(len(pool), generator=generator(self.seed, "real", self.iteration, c)).numpy()
-        return load_batch(self.train, pool[perm[: self.config.batch_real]], modalities, self.device)
+        return self.real_inputs(pool[perm[: self.config.batch_real]], modalities)
 
     def _class_real_features(self, position: int, modalities: Sequence[str], encoders: dict[str, torch.nn.Module],
                              draws: dict[str, Draw]) -> dict[str, torch.Tensor]:
@@ -254,6 +274,8 @@ class MatchingRun(SyntheticRun):
         the gradients unchanged (the loss is a sum over classes)."""
         class_bytes = self.ipc * self.tiles * max(self._first_layer_bytes(m) for m in self.modalities)
         size = self.config.synthetic_group or self._fitting(SYNTHETIC_GROUP_BYTES, class_bytes)
+        if self.quirks.class_steps:  # each class's loss is computed after the previous class's step
+            size = 1
         count = len(self.classes)
         return [slice(c, min(c + size, count)) for c in range(0, count, size)]
 
@@ -277,11 +299,13 @@ class MatchingRun(SyntheticRun):
         """Σ over classes and active terms of weight · term."""
         return weighted_total(terms, self.config.weights)
 
-    def loss_terms(self, backward: bool = False) -> dict[str, torch.Tensor]:
+    def loss_terms(self, backward: bool = False,
+                   after_group: Callable[[dict[str, torch.Tensor]], None] | None = None) -> dict[str, torch.Tensor]:
         """Per-class values of every matching term at the current iteration's draws.
 
         With ``backward``, each class group's weighted loss is backpropagated as soon as it is
-        computed and its graph freed; the returned terms are then detached."""
+        computed, its graph freed and ``after_group(its terms)`` called; the returned terms are
+        then detached."""
         encoders = self._encoders()
         draws = {m: self._draws(m) for m in self.modalities}
         real = self._real_side(encoders, draws)
@@ -299,13 +323,31 @@ class MatchingRun(SyntheticRun):
             if backward:
                 self.total(terms).backward()
                 terms = {t: v.detach() for t, v in terms.items()}
+                if after_group is not None:
+                    after_group(terms)
             parts.append(terms)
         return {t: torch.cat([part[t] for part in parts]) for t in parts[0]}
 
     def backward(self) -> tuple[dict[str, float], float]:
-        terms = self.loss_terms(backward=True)
-        logged = {t: float(terms[t].sum()) for t in self.active_terms()}
-        return logged, float(self.total(terms))
+        return self._logged(self.loss_terms(backward=True))
+
+    def _logged(self, terms: dict[str, torch.Tensor]) -> tuple[dict[str, float], float]:
+        return {t: float(terms[t].sum()) for t in self.active_terms()}, float(self.total(terms))
+
+    def descend(self) -> tuple[dict[str, float], float]:
+        """One SGD step on all classes' loss, or (``class_steps``) one per class, in class order:
+        class c's loss is then computed after the earlier classes' steps, which move its samples
+        too through the momentum buffer (the authors' loop)."""
+        if not self.quirks.class_steps:
+            return super().descend()
+
+        def class_step(terms: dict[str, torch.Tensor]) -> None:
+            self.check_finite(self._logged(terms)[0])
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+
+        self.optimizer.zero_grad(set_to_none=True)
+        return self._logged(self.loss_terms(backward=True, after_group=class_step))
 
 
 # -- the registered methods ----------------------------------------------------------------------
@@ -314,6 +356,9 @@ def process_classes(train: Split, config: MatchingConfig, synthetic_per_class: i
     class puts through the encoders per iteration: its real batch and its synthetic samples."""
     job = current()
     num_classes = train.store.num_classes
+    if job.world_size > 1 and PROTOCOLS[config.protocol].class_steps:
+        raise AvddError(f"protocol {config.protocol!r} steps once per class through one momentum buffer, which "
+                        "processes holding a share of the classes cannot reproduce; run it in one process")
     if job.world_size > num_classes:
         raise AvddError(f"{job.world_size} processes for {num_classes} classes: each process distills whole "
                         f"classes, so start at most {num_classes}")

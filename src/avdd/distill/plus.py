@@ -20,7 +20,7 @@ of one batched pass; every draw is keyed by (seed, iteration, ...), so resume an
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
@@ -108,6 +108,8 @@ class PlusConfig(MatchingConfig):
         found = [p for p in [problem("distance", self.distance, spec=DISTANCE)] if p]
         if self.mix_min > self.mix_max:
             found.append(f"mix_min={self.mix_min!r} above mix_max={self.mix_max!r}")
+        if self.protocol != "clean":  # its pool is trained the clean way; `reference` reproduces DM/AVDD
+            found.append(f"protocol={self.protocol!r} (avdd-plus is not the authors' method: clean only)")
         if found:
             raise AvddError(f"invalid avdd-plus settings: {'; '.join(found)}")
 
@@ -215,9 +217,10 @@ class PlusRun(MatchingRun):
         self._mix(head, "head.")
         return head
 
-    def loss_terms(self, backward: bool = False) -> dict[str, torch.Tensor]:
+    def loss_terms(self, backward: bool = False,
+                   after_group: Callable[[dict[str, torch.Tensor]], None] | None = None) -> dict[str, torch.Tensor]:
         self.head = self._head() if self.config.lambda_ce else None
-        return super().loss_terms(backward)
+        return super().loss_terms(backward, after_group)
 
     def _real_side(self, encoders: dict[str, nn.Module], draws: dict[str, Draw]) -> RealSide:
         if not self.config.distances:  # class means (from the cache where the run has one)

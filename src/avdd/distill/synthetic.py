@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from avdd.data.augment import DSA
+from avdd.data.augment import DSA, DSAParams
 from avdd.data.store import Split, Store
 from avdd.distill.checkpoint import (
     Interrupted,
@@ -32,7 +32,9 @@ from avdd.distill.result import SyntheticSet
 from avdd.errors import AvddError
 from avdd.seeding import generator
 from avdd.training.factor import FACTOR, expand_tiles
-from avdd.training.inputs import load_batch
+from avdd.training.inputs import network_inputs, to_stored
+from avdd.training.protocol import PROTOCOLS
+from avdd.training.protocol import Protocol as Quirks
 
 INITS = ("random", "herding")
 # settings a resume may change: more iterations continue the run (fewer are refused), and how
@@ -115,7 +117,9 @@ class SyntheticRun:
         device: torch.device | str = "cpu",
         init_order: list[np.ndarray] | None = None,
         classes: Sequence[int] | None = None,
+        quirks: Quirks = PROTOCOLS["clean"],
     ) -> None:
+        """``quirks``: where the run follows the authors' code (units of the raw kinds, warps)."""
         self.train, self.modalities, self.ipc, self.seed, self.config = train, tuple(modalities), ipc, seed, config
         self.device = torch.device(device)
         self.classes = list(range(train.store.num_classes)) if classes is None else list(classes)
@@ -124,7 +128,9 @@ class SyntheticRun:
             have = ", ".join(train.store.modalities)
             raise AvddError(f"{train.store.path}: no modality {missing[0]!r} (has: {have})")
         self.tiles = samples_per_stored(config)
-        self.dsa = DSA(config.dsa_strategy)
+        self.quirks = quirks
+        self.raw = quirks.raw_modalities(train.store, self.modalities)  # learned in stored units, not normalised
+        self.dsa = DSA(config.dsa_strategy, DSAParams(align_corners=quirks.align_corners))
         self.labels = torch.tensor(self.classes, device=self.device).repeat_interleave(ipc)
         self.synthetic = self._initial_synthetic(init_order)
         self.optimizer = torch.optim.SGD(
@@ -152,7 +158,7 @@ class SyntheticRun:
                 picks.append(pool[perm[:need]])
         # tile-major within a class: tile k of stored sample i is real pick k * ipc + i
         index = np.concatenate(picks)
-        real = load_batch(self.train, index, self.modalities, self.device)
+        real = self.real_inputs(index, self.modalities)
         synthetic = {}
         for m, x in real.items():
             if self.tiles > 1:
@@ -160,6 +166,10 @@ class SyntheticRun:
                 x = torch.cat([pack_tiles(chunk) for chunk in per_class])
             synthetic[m] = x.detach().clone().requires_grad_(True)
         return synthetic
+
+    def real_inputs(self, index: np.ndarray, modalities: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Train samples ``index`` as the networks see them (the raw modalities in stored units)."""
+        return network_inputs(self.train, index, modalities, self.device, self.raw)
 
     def synthetic_inputs(self, classes: slice = slice(None)) -> dict[str, torch.Tensor]:
         """Decoded synthetic samples, class-major (each class's samples contiguous), of the classes at
@@ -196,13 +206,22 @@ class SyntheticRun:
         """Values logged with the losses after each step (none here)."""
         return {}
 
-    def step(self) -> dict[str, float]:
-        self.optimizer.zero_grad(set_to_none=True)
-        logged, total = self.backward()
+    def check_finite(self, logged: dict[str, float]) -> None:
+        """Raise DivergedError for a NaN or Inf loss term (before it reaches the optimizer)."""
         for t, value in logged.items():
             if not np.isfinite(value):
                 raise DivergedError(f"iteration {self.iteration}: the {t!r} loss term is {value}")
+
+    def descend(self) -> tuple[dict[str, float], float]:
+        """This iteration's gradients and optimizer step; returns the logged terms and the total."""
+        self.optimizer.zero_grad(set_to_none=True)
+        logged, total = self.backward()
+        self.check_finite(logged)
         self.optimizer.step()
+        return logged, total
+
+    def step(self) -> dict[str, float]:
+        logged, total = self.descend()
         for name, x in self.learned().items():
             if not torch.isfinite(x).all():
                 raise DivergedError(f"iteration {self.iteration}: {name} became NaN/Inf")
@@ -309,7 +328,7 @@ class SyntheticRun:
 
     def stored(self) -> dict[str, torch.Tensor]:
         """Synthetic samples in the source store's units (for saving)."""
-        return {m: self.train.store.modalities[m].denormalise(x.detach()) for m, x in self.synthetic.items()}
+        return {m: to_stored(self.train.store, m, x.detach(), self.raw) for m, x in self.synthetic.items()}
 
 
 def finish(run: SyntheticRun, *, checkpoint: Path | None, resume: bool, progress: bool,

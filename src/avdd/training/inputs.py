@@ -47,6 +47,12 @@ def network_inputs(
     return {m: inputs[m] for m in modalities}
 
 
+def to_stored(store: Store, modality: str, x: torch.Tensor, raw: Sequence[str] = ()) -> torch.Tensor:
+    """The inverse of ``network_inputs``: network inputs of ``modality`` back in ``store``'s units."""
+    info = store.modalities[modality]
+    return x.to(torch.float32) / info.scale if modality in raw else info.denormalise(x)
+
+
 def load_training_set(
     store: Store, modalities: Sequence[str], device: torch.device,
     memory_format: torch.memory_format = torch.contiguous_format, raw: Sequence[str] = (),

@@ -26,14 +26,18 @@ from avdd.training.inputs import network_inputs
 
 @dataclass(frozen=True)
 class Protocol:
-    """Where training follows the authors' evaluator (AVDD ``utils/train_utils_DM.py``, ``nets/``)
-    beyond the settings EvalConfig names; benchmarks/RESULTS.md measures each difference."""
+    """Where training and distillation follow the authors' code (AVDD ``utils/train_utils_DM.py``,
+    ``nets/``, ``main_DM_AV.py``) beyond the settings EvalConfig and the methods name;
+    benchmarks/RESULTS.md measures each difference."""
 
     encoder_layout: str  # avdd.models.convnet.layout_overrides
     head_init_std: float | None  # classifier weights N(0, std); None: PyTorch's default
     lr_step_offset: int  # epochs by which every decay comes later (theirs: after epoch *index* 10, 20)
     raw_kinds: tuple[str, ...]  # modalities of these kinds: fed in stored units, without mean/std (their audio: raw dB)
     align_corners: bool  # DSA's scale/rotate warps (theirs: affine_grid's default, False)
+    # distillation (DM/AVDD) only:
+    class_steps: bool  # one SGD step per class, in class order (theirs: the step inside the class loop)
+    shared_augment: bool  # one augmentation draw per iteration for every class and modality (theirs: one seed)
 
     def raw_modalities(self, store: Store, modalities: Sequence[str]) -> tuple[str, ...]:
         """Those of ``modalities`` that are fed raw: of a kind in ``raw_kinds`` in ``store``."""
@@ -42,9 +46,10 @@ class Protocol:
 
 PROTOCOLS: dict[str, Protocol] = {
     "clean": Protocol(encoder_layout="clean", head_init_std=None, lr_step_offset=0, raw_kinds=(),
-                      align_corners=True),
+                      align_corners=True, class_steps=False, shared_augment=False),
     "reference": Protocol(encoder_layout="reference", head_init_std=1e-4, lr_step_offset=1,
-                          raw_kinds=(SPECTROGRAM,), align_corners=False),
+                          raw_kinds=(SPECTROGRAM,), align_corners=False, class_steps=True,
+                          shared_augment=True),
 }
 
 
