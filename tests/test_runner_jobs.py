@@ -38,6 +38,19 @@ def test_a_worker_that_dies_loses_only_its_own_group():
     assert lost == {0: 3} and received == {0: 0, 2: 20}
 
 
+def warning_worker(group, post):
+    import warnings
+
+    warnings.warn("the cache is not used", stacklevel=1)
+    post("outcome", group[0], None)
+
+
+def test_a_workers_warning_is_one_avdd_line(capfd):
+    run_groups([[0]], warning_worker, 1, lambda kind, index, payload: None)
+    err = capfd.readouterr().err
+    assert "avdd: warning: the cache is not used\n" in err and "UserWarning" not in err
+
+
 def test_bad_jobs_are_refused():
     with pytest.raises(AvddError, match="invalid run settings: jobs=0"):
         check_jobs(0, torch.device("cpu"), None)

@@ -21,7 +21,7 @@ from avdd.allocator import retain_freed_memory
 from avdd.cli import data, demo, distill, evaluate, experts, listen, prepare, report, retrieve, run
 from avdd.distill.checkpoint import sigterm_interrupts
 from avdd.distributed import launched
-from avdd.errors import AvddError
+from avdd.errors import AvddError, show_warning
 
 VERB_MODULES = (data, prepare, experts, distill, evaluate, retrieve, run, report, listen, demo)
 
@@ -91,11 +91,6 @@ def reader_gone() -> int:
     with contextlib.suppress(OSError, ValueError):
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 128 + signal.SIGPIPE  # what a shell reports for a tool that SIGPIPE stopped
-
-
-def show_warning(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> None:
-    """A warning as one ``avdd: warning:`` line, like the errors (not Python's file:line and source)."""
-    print(f"avdd: warning: {message}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,6 +13,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import warnings
 from collections.abc import Callable, Collection, Sequence
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import SpawnProcess
@@ -22,6 +23,7 @@ import torch
 
 from avdd.allocator import retain_freed_memory
 from avdd.distill.checkpoint import sigterm_interrupts
+from avdd.errors import show_warning
 
 Post = Callable[[str, int, Any], None]  # (kind, cell index, payload) from a worker to the parent
 Worker = Callable[[Sequence[int], Post], None]  # runs the cells of one group (picklable: spawn sends it)
@@ -56,6 +58,7 @@ def threads_per_worker(jobs: int) -> int:
 
 def _child(worker: Worker, group: Sequence[int], messages: Connection, threads: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent stops us
+    warnings.showwarning = show_warning  # one `avdd: warning:` line, as in the parent
     retain_freed_memory()  # as the CLI's own process does (avdd/allocator.py): up to 40 % of a DM iteration
     if "OMP_NUM_THREADS" not in os.environ:  # the user's choice wins
         torch.set_num_threads(threads)
