@@ -14,7 +14,9 @@ from avdd.distill.dm import MatchingConfig, MatchingRun
 from avdd.distill.matching import MatchingWeights, weighted_total
 from avdd.distributed import Job
 from avdd.errors import AvddError
+from avdd.experiments.config import load_experiment
 from conftest import TINY_SPECS, make_tiny_store
+from test_experiment_config import CONFIG_DIR
 
 AV = ("audio", "frame")
 
@@ -146,3 +148,12 @@ def test_avdd_plus_refuses_the_reference_protocol():
 
     with pytest.raises(AvddError, match="protocol='reference'.*clean only"):
         PlusConfig(protocol="reference")
+
+
+@pytest.mark.parametrize("config", ["recognition", "ablation"])
+def test_the_papers_schedule_distils_and_evaluates_the_authors_way(config):
+    view = load_experiment(CONFIG_DIR / f"{config}.yaml", ["dataset=vggs10k"]).view
+    assert view["methods"]["dm"]["protocol"] == view["methods"]["avdd"]["protocol"] == "reference"
+    assert view["evaluate"]["protocol"] == "reference"
+    avdigits = load_experiment(CONFIG_DIR / f"{config}.yaml", ["dataset=avdigits"]).view
+    assert "protocol" not in avdigits["methods"].get("avdd", {})
