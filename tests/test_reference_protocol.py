@@ -36,7 +36,7 @@ AUTHORS_HEAD_PARAMETERS = 125_460  # two Linear(6272, 10)
 
 
 def encoder(shape, layout: str) -> ConvNet:
-    return ConvNet(reference_config(shape, **layout_overrides(shape, layout)))
+    return ConvNet(reference_config(shape, layout))
 
 
 def stages(net: ConvNet, shape) -> list[tuple[str, tuple[int, int]]]:

@@ -32,7 +32,7 @@ from avdd.distill.spec import nested, setting, with_defaults
 from avdd.distill.synthetic import SyntheticRun, finish, init_order, samples_per_stored
 from avdd.distributed import balanced_shards, current, main_first
 from avdd.errors import AvddError
-from avdd.models.convnet import DEFAULT_ENCODER, ENCODERS, ConvNetConfig, layout_overrides, reference_config
+from avdd.models.convnet import DEFAULT_ENCODER, ENCODERS, ConvNetConfig, reference_config
 from avdd.models.init import init_parameters
 from avdd.ranges import PATH, check_fields
 from avdd.seeding import generator
@@ -162,10 +162,9 @@ class MatchingRun(SyntheticRun):
         super().__init__(train, modalities, ipc, seed, config, device, init_order, classes, PROTOCOLS[config.protocol])
         self.amp = autocast_dtype(config.autocast, self.device)
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-        shapes = {m: train.store.modalities[m].shape for m in self.modalities}
         self.encoder_configs = {
-            m: reference_config(shape, **layout_overrides(shape, self.quirks.encoder_layout) | config.encoder)
-            for m, shape in shapes.items()
+            m: reference_config(train.store.modalities[m].shape, self.quirks.encoder_layout, **config.encoder)
+            for m in self.modalities
         }
         self.real_chunk = {m: config.real_chunk or self._auto_chunk(m) for m in self.modalities}
         self.real_cache = real_cache

@@ -127,10 +127,11 @@ def layout_overrides(shape: Sequence[int], layout: str) -> dict[str, object]:
     raise AvddError(f"unknown encoder layout {layout!r}; known: {', '.join(ENCODER_LAYOUTS)}")
 
 
-def reference_config(shape: Sequence[int], **overrides: Any) -> ConvNetConfig:
-    """The reference encoder for per-sample ``shape`` (C, H, W); ``overrides`` replace fields."""
+def reference_config(shape: Sequence[int], layout: str = "clean", **overrides: Any) -> ConvNetConfig:
+    """The reference encoder for per-sample ``shape`` (C, H, W) in ``layout`` (``layout_overrides``);
+    ``overrides`` replace fields, the layout's too."""
     if len(shape) != 3:
         raise AvddError(f"the ConvNet encoder needs (C, H, W) inputs, got shape {tuple(shape)}")
     grid = int(overrides.get("grid", ConvNetConfig.grid))
     base = ConvNetConfig(in_channels=int(shape[0]), depth=depth_for(shape[1:], grid))
-    return replace(base, **overrides)
+    return replace(base, **{**layout_overrides(shape, layout), **overrides})

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from avdd.errors import AvddError
-from avdd.models.convnet import DEFAULT_ENCODER, ENCODERS, layout_overrides, reference_config
+from avdd.models.convnet import DEFAULT_ENCODER, ENCODERS, reference_config
 from avdd.models.init import init_linear_weights, init_parameters
 from avdd.registry import Registry
 
@@ -163,7 +163,7 @@ def build_classifier(
     if not shapes:
         raise AvddError("a classifier needs at least one modality")
     make_encoder = ENCODERS.get(encoder)
-    encoders = {m: make_encoder(reference_config(s, **{**layout_overrides(s, layout), **encoder_overrides}))
+    encoders = {m: make_encoder(reference_config(s, layout, **encoder_overrides))
                 for m, s in shapes.items()}
     dims = {m: enc.feature_dim for m, enc in encoders.items()}
     model = AVClassifier(encoders, make_head(fusion, dims, num_classes))
