@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from avdd.data.augment import DSA, DSAParams
 from avdd.data.store import Split, Store
 from avdd.distill.checkpoint import (
     Interrupted,
@@ -130,7 +129,7 @@ class SyntheticRun:
         self.tiles = samples_per_stored(config)
         self.quirks = quirks
         self.raw = quirks.raw_modalities(train.store, self.modalities)  # learned in stored units, not normalised
-        self.dsa = DSA(config.dsa_strategy, DSAParams(align_corners=quirks.align_corners))
+        self.dsa = quirks.augmentation(config.dsa_strategy)
         self.labels = torch.tensor(self.classes, device=self.device).repeat_interleave(ipc)
         self.synthetic = self._initial_synthetic(init_order)
         self.optimizer = torch.optim.SGD(

@@ -24,7 +24,6 @@ import torch
 from torch.func import functional_call, stack_module_state, vmap
 from tqdm import tqdm
 
-from avdd.data.augment import DSA, DSAParams
 from avdd.data.store import Store
 from avdd.distributed import current, gather_all
 from avdd.errors import AvddError
@@ -95,7 +94,7 @@ def train_networks(
 
     batched_loss = vmap(loss_of)
     optimizer = stacked_optimizer(params, models[0].modalities, config)
-    dsa = DSA(config.dsa_strategy, DSAParams(align_corners=config.quirks.align_corners)) if config.dsa else None
+    dsa = config.quirks.augmentation(config.dsa_strategy) if config.dsa else None
     n, count = len(labels), len(models)
     for epoch in range(config.epochs):
         orders = [torch.randperm(n, generator=g["batches"]).to(labels.device) for g in generators]

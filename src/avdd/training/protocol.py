@@ -39,6 +39,10 @@ class Protocol:
     class_steps: bool  # one SGD step per class, in class order (theirs: the step inside the class loop)
     shared_augment: bool  # one augmentation draw per iteration for every class and modality (theirs: one seed)
 
+    def augmentation(self, strategy: str) -> DSA:
+        """DSA with ``strategy``'s ops, warping as this protocol does."""
+        return DSA(strategy, DSAParams(align_corners=self.align_corners))
+
     def raw_modalities(self, store: Store, modalities: Sequence[str]) -> tuple[str, ...]:
         """Those of ``modalities`` that are fed raw: of a kind in ``raw_kinds`` in ``store``."""
         return tuple(m for m in modalities if store.modalities[m].kind in self.raw_kinds)
@@ -163,7 +167,7 @@ def train_network(
     ``optimizer`` replaces the protocol's Adam (expert trajectories train with plain SGD).
     """
     optimizer = optimizer or make_optimizer(model, config)
-    dsa = DSA(config.dsa_strategy, DSAParams(align_corners=config.quirks.align_corners)) if config.dsa else None
+    dsa = config.quirks.augmentation(config.dsa_strategy) if config.dsa else None
     n = len(labels)
     model.train()
     for epoch in range(config.epochs):
