@@ -15,6 +15,7 @@ from avdd.experiments.config import Experiment, resolve
 from avdd.experiments.runner import Log, Outcome, run_experiment
 
 METHODS = ("random", "herding", "dm", "avdd")
+PROTOCOL_METHODS = ("dm", "avdd")  # the methods whose distillation loop a protocol changes
 
 
 @dataclass(frozen=True)
@@ -27,17 +28,22 @@ class DemoSettings:
     epochs: int = 30
     seed: int = 0
     width: int | None = None  # encoder width of DM/AVDD (None: the reference 128)
+    protocol: str = "clean"  # avdd.training.protocol.PROTOCOLS: DM/AVDD's loop and the evaluation
 
     def experiment(self, name: str, data: Path) -> Experiment:
         distill = {"iterations": self.iterations, "batch_real": self.batch_real, "embed_epochs": self.embed_epochs}
         if self.width is not None:
             distill["width"] = self.width
+        # given only when not the default: a set's key hashes the settings as given (earlier sets stay valid)
+        quirks = {} if self.protocol == "clean" else {"protocol": self.protocol}
         return resolve({
             "experiment": "demo",
             "dataset": name,
             "datasets": {name: {"data": str(data), "schedule": "demo"}},
-            "schedules": {"demo": {"seeds": [self.seed], "distill": distill,
-                                   "evaluate": {"num_eval": self.num_eval, "epochs": self.epochs}}},
+            "schedules": {"demo": {
+                "seeds": [self.seed], "distill": distill,
+                "methods": {m: quirks for m in PROTOCOL_METHODS},
+                "evaluate": {"num_eval": self.num_eval, "epochs": self.epochs, **quirks}}},
             "grid": {"method": list(METHODS), "ipc": [self.ipc], "modalities": ["audio+frame"]},
             "table": {"rows": ["method"], "columns": ["ipc"]},
         }, source="avdd demo")
