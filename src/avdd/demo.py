@@ -15,7 +15,6 @@ from avdd.experiments.config import Experiment, resolve
 from avdd.experiments.runner import Log, Outcome, run_experiment
 
 METHODS = ("random", "herding", "dm", "avdd")
-PROTOCOL_METHODS = ("dm", "avdd")  # the methods whose distillation loop a protocol changes
 
 
 @dataclass(frozen=True)
@@ -31,19 +30,20 @@ class DemoSettings:
     protocol: str = "clean"  # avdd.training.protocol.PROTOCOLS: DM/AVDD's loop and the evaluation
 
     def experiment(self, name: str, data: Path) -> Experiment:
-        distill = {"iterations": self.iterations, "batch_real": self.batch_real, "embed_epochs": self.embed_epochs}
+        distill: dict[str, object] = {"iterations": self.iterations, "batch_real": self.batch_real,
+                                      "embed_epochs": self.embed_epochs}
         if self.width is not None:
             distill["width"] = self.width
-        # given only when not the default: a set's key hashes the settings as given (earlier sets stay valid)
+        # given only when not the default: a set's key hashes the settings as given (earlier sets stay valid);
+        # the runner gives a distill setting only to the methods that take it (DM, AVDD)
         quirks = {} if self.protocol == "clean" else {"protocol": self.protocol}
+        distill |= quirks
         return resolve({
             "experiment": "demo",
             "dataset": name,
             "datasets": {name: {"data": str(data), "schedule": "demo"}},
-            "schedules": {"demo": {
-                "seeds": [self.seed], "distill": distill,
-                "methods": {m: quirks for m in PROTOCOL_METHODS},
-                "evaluate": {"num_eval": self.num_eval, "epochs": self.epochs, **quirks}}},
+            "schedules": {"demo": {"seeds": [self.seed], "distill": distill,
+                                   "evaluate": {"num_eval": self.num_eval, "epochs": self.epochs, **quirks}}},
             "grid": {"method": list(METHODS), "ipc": [self.ipc], "modalities": ["audio+frame"]},
             "table": {"rows": ["method"], "columns": ["ipc"]},
         }, source="avdd demo")
