@@ -14,7 +14,6 @@ row also gives the largest parameter difference between the two ways (float roun
 from __future__ import annotations
 
 import argparse
-import resource
 import tempfile
 import time
 from collections.abc import Callable
@@ -27,43 +26,20 @@ from tqdm import tqdm
 
 import avdd.training.parallel as parallel
 from avdd.allocator import retain_freed_memory
-from avdd.data.store import ModalitySpec, Store, write_store
+from avdd.data.store import Store
 from avdd.models.fusion import AVClassifier
 from avdd.training.inputs import load_training_set
 from avdd.training.parallel import train_fresh_networks
 from avdd.training.protocol import EvalConfig, network_generators, protocol_network, train_fresh_network, train_network
-
-SHAPES = {"audio": (1, 128, 56), "frame": (1, 28, 28)}
-CLASSES = 10
-
-
-def random_store(path: Path, samples: int) -> Store:
-    rng = np.random.default_rng(0)
-    specs = {"audio": ModalitySpec(SHAPES["audio"], "float16", (-60.0,), (30.0,)),
-             "frame": ModalitySpec(SHAPES["frame"], "uint8", (0.4,), (0.25,), scale=1 / 255)}
-    arrays: dict[str, np.ndarray] = {"labels": np.arange(samples) % CLASSES,
-              "audio": rng.normal(-60, 30, (samples, *SHAPES["audio"])).astype(np.float16),
-              "frame": rng.integers(0, 256, (samples, *SHAPES["frame"]), dtype=np.uint8)}
-    return write_store(path, name="bench", class_names=[str(c) for c in range(CLASSES)], modalities=specs,
-                       splits={"train": arrays})
+from common import CLASSES, SHAPES, peak_memory_gb, random_store, synchronize
 
 
 def timed(device: torch.device, train: Callable[[], list[AVClassifier]]) -> tuple[float, list[AVClassifier]]:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    synchronize(device)
     start = time.perf_counter()
     models = train()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    synchronize(device)
     return time.perf_counter() - start, models
-
-
-def peak_gb(device: torch.device) -> float:
-    """The process's peak memory so far (max RSS; on CUDA, the most allocated): it only grows, so
-    together's peak shows where it exceeds one by one's, which runs first."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 1e9
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
 
 
 def largest_differences(a: list[AVClassifier], b: list[AVClassifier]) -> tuple[float, float]:
@@ -84,7 +60,7 @@ def measure(samples: int, device: torch.device, args: argparse.Namespace) -> Non
     config = EvalConfig(num_eval=args.networks, epochs=args.epochs, channels_last=not args.contiguous)
     runs, bar = list(range(args.networks)), tqdm(disable=True)
     with tempfile.TemporaryDirectory() as tmp:
-        store = random_store(Path(tmp) / "store", samples)
+        store = random_store(Path(tmp) / "store", SHAPES[args.shapes], np.arange(samples) % CLASSES)
         inputs, labels = load_training_set(store, config.modalities, device, config.memory_format)
 
         def one_by_one(config: EvalConfig = config) -> list[AVClassifier]:
@@ -95,7 +71,7 @@ def measure(samples: int, device: torch.device, args: argparse.Namespace) -> Non
                 torch.set_num_threads(threads)
             one_by_one(replace(config, epochs=1, num_eval=1))  # warm-up: first-call allocations
             seq, seq_models = timed(device, one_by_one)
-            seq_peak = peak_gb(device)
+            seq_peak = peak_memory_gb(device)
             par, par_models = timed(device, lambda: train_fresh_networks(store, inputs, labels, config, runs,
                                                                          device, bar))
             every, shaping = largest_differences(seq_models, par_models)
@@ -103,7 +79,7 @@ def measure(samples: int, device: torch.device, args: argparse.Namespace) -> Non
             print(f"samples {samples:4d} threads {threads}: one by one {seq / per:7.2f} s, together "
                   f"{par / per:7.2f} s per network-epoch (x{seq / par:.2f}); largest parameter difference "
                   f"{every:.1e}, {shaping:.1e} without the convolutions' biases; peak so far {seq_peak:.2f} GB "
-                  f"after one by one, {peak_gb(device):.2f} GB after together", flush=True)
+                  f"after one by one, {peak_memory_gb(device):.2f} GB after together", flush=True)
             if args.compile:
                 compile_rows(store, inputs, labels, config, device, bar)
 
@@ -111,6 +87,7 @@ def measure(samples: int, device: torch.device, args: argparse.Namespace) -> Non
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--shapes", choices=SHAPES, default="avdigits")
     parser.add_argument("--samples", default="40,400", help="training-set sizes, comma-separated")
     parser.add_argument("--networks", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=1)
@@ -121,7 +98,8 @@ def main() -> None:
     args = parser.parse_args()
     retain_freed_memory()  # as the avdd command runs
     device = torch.device(args.device)
-    print(f"torch {torch.__version__}, device {device}, {args.networks} networks, {args.epochs} epoch(s)")
+    print(f"torch {torch.__version__}, device {device}, shapes {args.shapes}, {args.networks} networks, "
+          f"{args.epochs} epoch(s)")
     for samples in map(int, args.samples.split(",")):
         measure(samples, device, args)
 

@@ -15,38 +15,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from avdd.allocator import retain_freed_memory
-from avdd.data.store import ModalitySpec, open_store, write_store
+from avdd.data.store import open_store
 from avdd.distill.dm import MatchingConfig, MatchingRun
 from avdd.distill.matching import MatchingWeights, matching_terms, weighted_total
-
-SHAPES = {
-    "avdigits": {"audio": (1, 128, 56), "frame": (1, 28, 28)},
-    "reference": {"audio": (1, 128, 56), "frame": (3, 224, 224)},
-}
-CLASSES = 10
-
-
-def random_store(path: Path, shapes: dict, per_class: int) -> None:
-    rng = np.random.default_rng(0)
-    n = CLASSES * per_class
-    specs = {"audio": ModalitySpec(shapes["audio"], "float16", (-60.0,), (30.0,)),
-             "frame": ModalitySpec(shapes["frame"], "uint8", (0.4,), (0.25,), scale=1 / 255)}
-    arrays = {"labels": np.repeat(np.arange(CLASSES), per_class),
-              "audio": rng.normal(-60, 30, (n, *shapes["audio"])).astype(np.float16),
-              "frame": rng.integers(0, 256, (n, *shapes["frame"]), dtype=np.uint8)}
-    write_store(path, name="bench", class_names=[str(c) for c in range(CLASSES)], modalities=specs,
-                splits={"train": arrays})
+from common import CLASSES, SHAPES, peak_memory_gb, random_store, synchronize
 
 
 def per_class_step(run: MatchingRun, real_f32: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer) -> None:
@@ -83,25 +66,21 @@ def measure(args: argparse.Namespace) -> dict:
                     for m in run.modalities}
         optimizer = torch.optim.SGD(list(run.synthetic.values()), lr=0.2, momentum=0.5)
 
-        def step() -> None:
+        def one_step_per_class() -> None:
             per_class_step(run, real_f32, optimizer)
             run.iteration += 1
-    else:
-        step = run.step
+    step: Callable[[], object] = one_step_per_class if args.variant == "per-class" else run.step
     step()  # warm-up
+    synchronize(device)
     if device.type == "cuda":
-        torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     for _ in range(args.iterations):
         step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    synchronize(device)
     seconds = (time.perf_counter() - start) / args.iterations
-    peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return {"variant": args.variant, "seconds_per_iteration": seconds, "iterations_per_second": 1 / seconds,
-            "peak_memory_gb": peak / 1e9}
+            "peak_memory_gb": peak_memory_gb(device)}
 
 
 def main() -> None:
@@ -123,7 +102,7 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "store"
-        random_store(store, SHAPES[args.shapes], per_class=max(args.real_batch, args.ipc))
+        random_store(store, SHAPES[args.shapes], np.repeat(np.arange(CLASSES), max(args.real_batch, args.ipc)))
         rows = []
         for variant in ("per-class", "ours"):
             cmd = [sys.executable, __file__, "--variant", variant, "--store", str(store),

@@ -1,6 +1,6 @@
 """Training-step throughput of the reference encoders on CPU/GPU: fp32 vs channels-last vs bf16 autocast.
 
-    PYTHONPATH=src python benchmarks/encoder_speed.py [--device cpu] [--batch 32] [--steps 5]
+    PYTHONPATH=src python benchmarks/encoder_speed.py [--device cpu] [--shapes avdigits] [--batch 32] [--steps 5]
 """
 
 from __future__ import annotations
@@ -11,45 +11,45 @@ import time
 import torch
 
 from avdd.models.fusion import build_classifier, fusion_loss
-
-SHAPES = {"audio": (1, 128, 56), "frame": (1, 28, 28)}
+from common import CLASSES, SHAPES, synchronize
 
 
 def time_steps(channels_last: bool, bf16: bool, args: argparse.Namespace) -> float:
     g = torch.Generator().manual_seed(0)
-    model = build_classifier(SHAPES, 10, generator=g).to(args.device)
+    shapes = SHAPES[args.shapes]
+    model = build_classifier(shapes, CLASSES, generator=g).to(args.device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(memory_format=fmt)
+    model = model.to(memory_format=fmt)  # type: ignore[call-overload]  # stubs lack memory_format
     opt = torch.optim.Adam(model.parameters(), 1e-3)
-    x = {m: torch.randn(args.batch, *s, generator=g).to(args.device, memory_format=fmt) for m, s in SHAPES.items()}
-    y = torch.randint(10, (args.batch,), generator=g).to(args.device)
-    device_type = torch.device(args.device).type
+    x = {m: torch.randn(args.batch, *s, generator=g).to(args.device, memory_format=fmt) for m, s in shapes.items()}
+    y = torch.randint(CLASSES, (args.batch,), generator=g).to(args.device)
+    device = torch.device(args.device)
 
     def step() -> None:
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = fusion_loss(model(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
 
     step()  # warm-up
-    if device_type == "cuda":
-        torch.cuda.synchronize()
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(args.steps):
         step()
-    if device_type == "cuda":
-        torch.cuda.synchronize()
+    synchronize(device)
     return (time.perf_counter() - start) / args.steps
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--shapes", choices=SHAPES, default="avdigits")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=5)
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}, batch {args.batch}")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}, shapes {args.shapes}, "
+          f"batch {args.batch}")
     base = None
     for channels_last in (False, True):
         for bf16 in (False, True):

@@ -32,7 +32,7 @@ import torch
 from avdd.data.store import open_store
 from avdd.distill.dm import MatchingConfig, MatchingRun
 from avdd.distill.matching import MatchingWeights
-from avdd.models.convnet import DEFAULT_ENCODER, ENCODERS
+from avdd.models.convnet import DEFAULT_ENCODER, ENCODERS, ConvNet
 
 SEED_BASE = 178645  # the authors' per-iteration seed: (178645 + iteration + experiment) % 100000
 
@@ -82,9 +82,10 @@ class Recorder:
 
 def copied_encoders(run: MatchingRun, states: tuple[dict[str, torch.Tensor], ...]) -> dict[str, torch.nn.Module]:
     """avdd's encoders of ``run`` holding the authors' weights (their ``features.*`` matched in order)."""
-    encoders = {}
+    encoders: dict[str, torch.nn.Module] = {}
     for m, state in zip(run.modalities, states, strict=True):
         net = ENCODERS.get(DEFAULT_ENCODER)(run.encoder_configs[m])
+        assert isinstance(net, ConvNet), "the reference layout is a ConvNet's"
         theirs = [w for k, w in state.items() if k.startswith("features.")]
         ours = net.features.state_dict()
         if [tuple(w.shape) for w in theirs] != [tuple(w.shape) for w in ours.values()]:

@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import types
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ def authors_augment() -> types.ModuleType:
     sys.path.insert(0, os.environ["AVDD_REF"])
     for name in ("wandb", "torchvision", "torchvision.utils"):
         sys.modules.setdefault(name, types.ModuleType(name))
-    from utils import data_utils
+    from utils import data_utils  # type: ignore[import-not-found]  # the authors' checkout, found at run time
 
     return data_utils
 
@@ -66,7 +67,8 @@ def compare_op_choice(ref: types.ModuleType, batches: int) -> dict:
     for op in OPS:  # count which op runs by wrapping the first function of each
         first, rest = ref.AUGMENT_FNS[op][0], ref.AUGMENT_FNS[op][1:]
 
-        def counted(x: torch.Tensor, param: object, _op: str = op, _f=first) -> torch.Tensor:
+        def counted(x: torch.Tensor, param: object, _op: str = op,
+                    _f: Callable[..., torch.Tensor] = first) -> torch.Tensor:
             counts[_op] += 1
             return _f(x, param)
 

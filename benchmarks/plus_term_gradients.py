@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+import torch
+
 from avdd.data.store import open_store
 from avdd.distill.experts import ExpertSet
 from avdd.distill.plus import PLUS_TERMS, PlusRun, PlusSettings
@@ -40,7 +42,8 @@ def main() -> None:
                               pool=pool if alpha else None)
                 run.iteration = iteration
                 _, total = run.backward()
-                norms = {m: float(x.grad.norm()) for m, x in run.synthetic.items()}
+                norms = {m: float(torch.linalg.vector_norm(x.grad)) for m, x in run.synthetic.items()
+                         if x.grad is not None}
                 row.append(f"{term} {total:.3g} ({norms['audio']:.3g}, {norms['frame']:.3g})")
             print(f"alpha {alpha:g}, iteration {iteration}: " + "; ".join(row), flush=True)
 

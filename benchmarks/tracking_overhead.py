@@ -76,10 +76,10 @@ def main() -> None:
                 same = open_store(root / "none-0").split("train").arrays, open_store(out).split("train").arrays
                 assert all(np.array_equal(same[0][m], same[1][m]) for m in same[0]), f"{backend} changed the set"
         base = float(np.mean(times["none"]))
-        for backend, seconds in times.items():
-            mean = float(np.mean(seconds))
+        for backend, runs in times.items():
+            mean = float(np.mean(runs))
             print(f"{backend:<12} {mean:8.1f} s  ({100 * (mean / base - 1):+.1f} % against none; runs "
-                  + ", ".join(f"{s:.1f}" for s in seconds) + ")")
+                  + ", ".join(f"{s:.1f}" for s in runs) + ")")
 
 
 if __name__ == "__main__":

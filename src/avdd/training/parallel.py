@@ -33,7 +33,7 @@ from avdd.training.protocol import EvalConfig, decays_after, network_generators,
 R = TypeVar("R")
 
 # Networks per group when ``networks_together`` is 0 (auto), by device type; unmeasured types: 1.
-# CPU: one by one; together's gain is not established there, its 5x peak memory is (RESULTS.md).
+# CPU: one by one; together gains 5-24 % there (the step is compute-bound) for 5x the peak memory (RESULTS.md).
 AUTO_TOGETHER: dict[str, int] = {"cpu": 1}
 
 
