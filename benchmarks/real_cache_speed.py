@@ -9,7 +9,8 @@ step (the synthetic side: forward, backward, update) and each variant's peak mem
 "cold" fills the cache (computes and writes every mean), then "uncached" and "warm" (every mean
 read) run, each ``--repeats`` times, alternating, so that a change of the machine's load shows as
 a spread between the repeats. Each variant runs in its own process: max RSS is its own. Audio-visual AVDD weights
-(1, 10, 10), no factor, random init, the avdd command's allocator setting.
+(1, 10, 10), random init, the avdd command's allocator setting; ``--factor`` decodes each stored
+sample into 4 (AVDD's default, 4× the synthetic side).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def measure(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     store = open_store(args.data)
     config = MatchingConfig(iterations=10**9, batch_real=args.real_batch, weights=MatchingWeights(1, 10, 10),
-                            factor=False)
+                            factor=args.factor)
     cache = RealMeanCache(Path(args.cache), 1 << 40) if args.variant != "uncached" else None
     run = MatchingRun(store.split("train"), ("audio", "frame"), args.ipc, 0, config, device, real_cache=cache)
     real_seconds = []
@@ -77,6 +78,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--real-batch", type=int, default=64)
     parser.add_argument("--ipc", type=int, default=1)
+    parser.add_argument("--factor", action="store_true", help="the factor parametrisation (default: none)")
     parser.add_argument("--iterations", type=int, default=5, help="timed iterations, after one warm-up")
     parser.add_argument("--repeats", type=int, default=2, help="uncached/warm pairs")
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
@@ -94,10 +96,10 @@ def main() -> None:
         for variant in ["cold"] + ["uncached", "warm"] * args.repeats:
             cmd = [sys.executable, __file__, "--variant", variant, "--cache", cache, "--data", data,
                    "--device", args.device, "--real-batch", str(args.real_batch), "--ipc", str(args.ipc),
-                   "--iterations", str(args.iterations)]
+                   "--iterations", str(args.iterations), *(["--factor"] if args.factor else [])]
             rows.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout))
     print(f"data={args.data or 'random ' + args.shapes} device={args.device} real_batch={args.real_batch} "
-          f"ipc={args.ipc} iterations={args.iterations} threads={torch.get_num_threads()}")
+          f"ipc={args.ipc} factor={args.factor} iterations={args.iterations} threads={torch.get_num_threads()}")
     print("  variant    s/it   real side   rest (synthetic side)   peak memory")
     for row in rows:
         print(f"  {row['variant']:<9} {row['seconds_per_iteration']:6.3f}   {row['real_side']:7.3f}   "
