@@ -58,6 +58,7 @@ def measure(args: argparse.Namespace) -> dict:
                             factor=False, autocast=args.autocast)
     run = MatchingRun(store.split("train"), ("audio", "frame"), args.ipc, 0, config, args.device)
     device = torch.device(args.device)
+    step: Callable[[], object] = run.step
     if args.variant == "per-class":
         for x in run.synthetic.values():
             x.requires_grad_(True)
@@ -69,7 +70,8 @@ def measure(args: argparse.Namespace) -> dict:
         def one_step_per_class() -> None:
             per_class_step(run, real_f32, optimizer)
             run.iteration += 1
-    step: Callable[[], object] = one_step_per_class if args.variant == "per-class" else run.step
+
+        step = one_step_per_class
     step()  # warm-up
     synchronize(device)
     if device.type == "cuda":
