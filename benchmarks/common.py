@@ -36,6 +36,12 @@ def random_store(path: Path, shapes: Mapping[str, tuple[int, ...]], labels: np.n
                        splits={"train": arrays})
 
 
+def matching_store(path: Path, shapes: Mapping[str, tuple[int, ...]], real_batch: int, ipc: int) -> Store:
+    """A random store with enough samples per class for a DM/AVDD run: one real batch, and the
+    initial synthetic set drawn from the real samples."""
+    return random_store(path, shapes, np.repeat(np.arange(CLASSES), max(real_batch, ipc)))
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for the device's queued work, so that a wall-clock reading covers it."""
     if device.type == "cuda":

@@ -29,7 +29,7 @@ from avdd.allocator import retain_freed_memory
 from avdd.data.store import open_store
 from avdd.distill.dm import MatchingConfig, MatchingRun
 from avdd.distill.matching import MatchingWeights, matching_terms, weighted_total
-from common import CLASSES, SHAPES, peak_memory_gb, random_store, synchronize
+from common import SHAPES, matching_store, peak_memory_gb, synchronize
 
 
 def per_class_step(run: MatchingRun, real_f32: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer) -> None:
@@ -104,7 +104,7 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "store"
-        random_store(store, SHAPES[args.shapes], np.repeat(np.arange(CLASSES), max(args.real_batch, args.ipc)))
+        matching_store(store, SHAPES[args.shapes], args.real_batch, args.ipc)
         rows = []
         for variant in ("per-class", "ours"):
             cmd = [sys.executable, __file__, "--variant", variant, "--store", str(store),

@@ -23,7 +23,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from avdd.allocator import retain_freed_memory
@@ -32,7 +31,7 @@ from avdd.data.store import open_store
 from avdd.distill.dm import MatchingConfig, MatchingRun
 from avdd.distill.matching import MatchingWeights
 from avdd.distill.real_cache import RealMeanCache
-from common import CLASSES, SHAPES, peak_memory_gb, random_store, synchronize
+from common import SHAPES, matching_store, peak_memory_gb, synchronize
 
 VARIANTS = ("cold", "uncached", "warm")
 
@@ -91,7 +90,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data or str(Path(tmp) / "store")
         if not args.data:
-            random_store(Path(data), SHAPES[args.shapes], np.repeat(np.arange(CLASSES), max(args.real_batch, args.ipc)))
+            matching_store(Path(data), SHAPES[args.shapes], args.real_batch, args.ipc)
         cache = str(Path(tmp) / "cache")
         for variant in ["cold"] + ["uncached", "warm"] * args.repeats:
             cmd = [sys.executable, __file__, "--variant", variant, "--cache", cache, "--data", data,
