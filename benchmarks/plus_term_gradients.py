@@ -1,6 +1,7 @@
 """How strongly each avdd-plus term pulls on the synthetic data: the norm of each term's gradient
 (at weight 1, the others off) with respect to the synthetic audio and frames, at the first
-iterations of a run, with DM's random encoders (α = 0) and with the pool's trained ones (α = 1).
+iterations of a run, with DM's random encoders (α = 0) and with the pool's trained ones (α = 1)
+(the cross-entropy term asks the drawn trained network either way, at the default --ce-network).
 What the terms' default weights are chosen from (benchmarks/RESULTS.md).
 
     PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/plus_term_gradients.py --data STORE --pool EXPERTS \\
@@ -39,7 +40,7 @@ def main() -> None:
                 settings = dataclasses.replace(PlusSettings(), init="random", batch_real=args.batch_real,
                                                mix_min=alpha, mix_max=alpha, **alone)
                 run = PlusRun(store.split("train"), ("audio", "frame"), args.ipc, 0, settings.config(),
-                              pool=pool if alpha else None)
+                              pool=pool)  # also at α = 0: the cross-entropy asks a trained network
                 run.iteration = iteration
                 _, total = run.backward()
                 norms = {m: float(torch.linalg.vector_norm(x.grad)) for m, x in run.synthetic.items()

@@ -28,6 +28,9 @@ from avdd.distill.registry import METHODS, RunContext
 from avdd.distill.result import SyntheticSet, merge_shards
 from avdd.distill.spec import flag_of
 from avdd.errors import AvddError
+from avdd.models.flat import unflatten
+from avdd.models.fusion import fusion_loss
+from avdd.training.protocol import protocol_network
 from conftest import TINY_SPECS, make_tiny_store
 from test_distributed import one_thread, torchrun
 
@@ -37,7 +40,8 @@ WIDTH = 8  # the tiny experts' (conftest.TINY_EXPERTS)
 
 def config(**kw) -> PlusConfig:
     base = PlusConfig(iterations=3, batch_real=5, weights=MatchingWeights(1, 10, 10), factor=True,
-                      encoder={"width": WIDTH}, checkpoint_every=2, mix_min=0.2)
+                      encoder={"width": WIDTH}, checkpoint_every=2, mix_min=0.2, lambda_ce=100.0,
+                      lambda_dist=10.0, lambda_pair=10.0)  # every term on, whatever the defaults
     return replace(base, **kw)
 
 
@@ -139,21 +143,67 @@ def test_mixing_is_the_weighted_sum_and_alpha_zero_leaves_the_bits():
     assert all(torch.equal(p, before[n]) for n, p in net.named_parameters())
 
 
-def test_the_iterations_networks_mix_dms_random_draw_with_the_drawn_trained_epoch(tiny_store, tiny_experts):
-    run = make_run(tiny_store, tiny_experts)
+@pytest.mark.parametrize("mix_with", ["init", "random"])
+def test_the_iterations_networks_mix_the_drawn_trained_epoch_with_its_init_or_dms_draw(tiny_store, tiny_experts,
+                                                                                        mix_with):
+    run = make_run(tiny_store, tiny_experts, mix_with=mix_with)
     run.iteration = 4
     chosen = run._pool_draw()
     assert 1 <= chosen.epoch <= tiny_experts.config.epochs and 0.2 <= chosen.alpha <= 1
     assert run._pool_draw() == chosen  # keyed by the iteration: a resumed or sharded run draws alike
     pool = EncoderPool(tiny_experts)
+
+    def other(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """The other side of the mix: the drawn network's initialisation (trajectory row 0) or DM's draw."""
+        if mix_with == "init":
+            return pool.parameters(replace(chosen, epoch=0), prefix)
+        return dict(module.named_parameters())
+
     for m, net in run._encoders().items():
-        random = dict(MatchingRun._encoders(run)[m].named_parameters())
+        start = other(f"encoders.{m}.", MatchingRun._encoders(run)[m])
         trained = pool.parameters(chosen, f"encoders.{m}.")
         for name, p in net.named_parameters():
-            torch.testing.assert_close(p, chosen.alpha * trained[name] + (1 - chosen.alpha) * random[name])
-    head, random_head, trained = run._head(), run._random_head(), pool.parameters(chosen, "head.")
-    for (name, p), q in zip(head.named_parameters(), random_head.parameters(), strict=True):
-        torch.testing.assert_close(p, chosen.alpha * trained[name] + (1 - chosen.alpha) * q)
+            torch.testing.assert_close(p, chosen.alpha * trained[name] + (1 - chosen.alpha) * start[name])
+    head, start, trained = run._head(), other("head.", run._random_head()), pool.parameters(chosen, "head.")
+    for name, p in head.named_parameters():
+        torch.testing.assert_close(p, chosen.alpha * trained[name] + (1 - chosen.alpha) * start[name])
+
+
+@pytest.mark.parametrize("ce_network", ["trained", "mixed"])
+def test_the_cross_entropy_leaves_the_other_terms_as_they_are(tiny_store, tiny_experts, ce_network):
+    def terms(**kw):
+        run = make_run(tiny_store, tiny_experts, ce_network=ce_network, **kw)
+        run.iteration = 1
+        return run.loss_terms()
+
+    with_ce, without = terms(), terms(lambda_ce=0.0)
+    assert set(with_ce) == set(without) | {"ce"}
+    for t, value in without.items():
+        assert torch.equal(with_ce[t], value), t
+
+
+def test_the_trained_cross_entropy_asks_the_drawn_network_after_its_last_epoch(tiny_store, tiny_experts):
+    """The ce term against a direct computation: the pool network rebuilt as the evaluation protocol
+    builds it, loaded with its last trajectory row, classifying the iteration's augmented samples."""
+    run = make_run(tiny_store, tiny_experts, lambda_dist=0.0, lambda_pair=0.0, weights=MatchingWeights(0, 0, 0))
+    run.iteration = 2
+    got = run.loss_terms()["ce"]
+    chosen = run._pool_draw()
+    network = protocol_network(tiny_store, tiny_experts.config.protocol(), torch.Generator(), torch.device("cpu"))
+    last = tiny_experts.trajectory(chosen.network)[tiny_experts.config.epochs]
+    with torch.no_grad():
+        for name, p in network.named_parameters():
+            p.copy_(unflatten(last, tiny_experts.layout)[name])
+    draws = {m: run._draws(m) for m in AV}
+    syn = run.synthetic_inputs(slice(0, len(run.classes)))
+    per_class = run.ipc * run.tiles
+    augmented = {m: run.dsa.apply(syn[m], draws[m], chunks=[per_class] * len(run.classes)) for m in AV}
+    logits = network(augmented)
+    labels = torch.tensor(run.classes).repeat_interleave(per_class)
+    for position in range(len(run.classes)):
+        rows = slice(position * per_class, (position + 1) * per_class)
+        want = fusion_loss({m: z[rows] for m, z in logits.items()}, labels[rows])
+        torch.testing.assert_close(got[position], want, rtol=1e-4, atol=1e-5)
 
 
 def test_a_pool_that_does_not_fit_is_one_clear_error(tiny_store, tiny_experts):
@@ -182,7 +232,10 @@ def test_the_automatic_pool_is_trained_once_and_then_read_from_the_cache(tmp_pat
     assert trained == [0, 1] and first.path.parent == store.path / "cache" and first.path.name.startswith("pool-")
     again = run_pool(context, settings)
     assert trained == [0, 1] and again.path == first.path
-    assert run_pool(context, replace(settings, mix_max=0.0)) is None  # no mixing: no pool
+    # a pool is drawn from to mix encoders or to classify with
+    assert run_pool(context, replace(settings, mix_max=0.0)).path == first.path
+    assert run_pool(context, replace(settings, mix_max=0.0, ce_network="mixed")) is None
+    assert run_pool(context, replace(settings, mix_max=0.0, lambda_ce=0.0)) is None
 
 
 def test_a_read_only_store_gets_a_pool_for_the_run_alone(tmp_path, monkeypatch):
@@ -297,7 +350,7 @@ def test_shards_equal_serial_when_a_class_has_fewer_samples_than_the_real_batch(
 def test_two_processes_distill_what_one_process_does(tmp_path):
     source = make_tiny_store(tmp_path / "source", num_classes=3)
     settings = {"iterations": 2, "batch_real": 5, "width": WIDTH, "embed_epochs": 1, "pool_networks": 1,
-                "pool_epochs": 1, "distance": "cf"}
+                "pool_epochs": 1, "distance": "cf", "lambda_dist": 10.0, "lambda_pair": 10.0}
     with one_thread():
         serial = api.distill(source.path, tmp_path / "serial", "avdd-plus", modalities=AV, ipc=2, seed=3,
                              progress=False, **settings)
@@ -317,7 +370,7 @@ def test_the_real_mean_cache_is_left_out_where_terms_need_more_than_means(tiny_s
         dropped = PlusRun(tiny_store.split("train"), AV, 2, 0, config(), pool=tiny_experts, real_cache=cache)
     assert dropped.real_cache is None
     kept = PlusRun(tiny_store.split("train"), AV, 2, 0, config(mix_min=0.0, mix_max=0.0, lambda_dist=0.0,
-                                                               lambda_pair=0.0), real_cache=cache)
+                                                               lambda_pair=0.0, lambda_ce=0.0), real_cache=cache)
     assert kept.real_cache is cache
 
 

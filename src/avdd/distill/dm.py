@@ -282,9 +282,11 @@ class MatchingRun(SyntheticRun):
         """What the terms need of this iteration's real batches: DM/AVDD's class means."""
         return self._real_means(encoders, draws)
 
-    def _group_terms(self, real: Any, group: slice, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def _group_terms(self, real: Any, group: slice, features: dict[str, torch.Tensor],
+                     augmented: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Per-class terms of the classes at positions ``group`` from the real side and the
-        embeddings of their augmented synthetic samples ((classes × samples, d), class-major)."""
+        embeddings of their augmented synthetic samples ((classes × samples, d), class-major;
+        the samples themselves in ``augmented``, for terms that put them through other networks)."""
         n = group.stop - group.start
         labels = torch.arange(n, device=self.device).repeat_interleave(self.ipc * self.tiles)
         syn_means = {m: class_means(features[m], labels, n) for m in self.modalities}
@@ -313,12 +315,11 @@ class MatchingRun(SyntheticRun):
         for group in self.class_groups():
             syn = self.synthetic_inputs(group)
             n = group.stop - group.start
-            features = {}
-            for m in self.modalities:
-                draw = Draw(draws[m].kinds[group], draws[m].uniforms[group])
-                # contiguous, not channels-last: measured faster for the synthetic forward + backward
-                features[m] = encoders[m](self.dsa.apply(syn[m], draw, chunks=[per_class] * n))
-            terms = self._group_terms(real, group, features)
+            augmented = {m: self.dsa.apply(syn[m], Draw(draws[m].kinds[group], draws[m].uniforms[group]),
+                                           chunks=[per_class] * n) for m in self.modalities}
+            # contiguous, not channels-last: measured faster for the synthetic forward + backward
+            features = {m: encoders[m](augmented[m]) for m in self.modalities}
+            terms = self._group_terms(real, group, features, augmented)
             if backward:
                 self.total(terms).backward()
                 terms = {t: v.detach() for t, v in terms.items()}

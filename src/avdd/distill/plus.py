@@ -4,10 +4,12 @@ AVDD's cross-modal terms at equal weights reduce to DM, and DM matches only clas
 random encoders. avdd-plus keeps AVDD's loop and terms and adds, each behind its own setting so
 that every ablation is a config:
 
-- an encoder pool (distill/pool.py): each iteration's encoders are α · trained + (1 − α) · random,
-  the random side being exactly DM's draw, so ``mix_max = 0`` gives AVDD's encoders;
-- cross-entropy calibration (``lambda_ce``): the drawn network's head (mixed the same way with a
-  random head) classifies the augmented synthetic samples from the features matching computed;
+- an encoder pool (distill/pool.py): each iteration's encoders are α · trained + (1 − α) · the same
+  network's initialisation (``mix_with`` init) or DM's random draw (random); ``mix_max = 0`` gives
+  AVDD's encoders;
+- cross-entropy calibration (``lambda_ce``): the drawn pool network after its last epoch, unmixed
+  (``ce_network`` trained), or the iteration's matching network and head (mixed) classifies the
+  augmented synthetic samples;
 - a distance between the class's real and synthetic embeddings beyond their means, per modality
   (``lambda_dist``; ``distance``: MMD or characteristic functions, distill/distances.py);
 - a joint audio-visual term (``lambda_pair``): the same distance on each sample's concatenated
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import cast
 
@@ -47,6 +49,8 @@ from avdd.ranges import PATH, Choice, problem
 from avdd.seeding import generator
 
 DISTANCE = Choice(("mmd", "cf"))  # the distances beyond the mean (distill/distances.py)
+MIX_WITH = Choice(("init", "random"))  # what a pool network is mixed with (distill/pool.py)
+CE_NETWORK = Choice(("trained", "mixed"))  # which network the cross-entropy term asks
 # the terms avdd-plus adds to AVDD's, by the name of their weight
 PLUS_TERMS = {"ce": "lambda_ce", "dist": "lambda_dist", "pair": "lambda_pair"}
 
@@ -59,21 +63,28 @@ class PlusFields(DMSettings):
         "expert directory (`avdd experts`) of the encoder pool; empty: a pool trained on the store's train split "
         "and cached next to it", PATH))
     pool_networks: int = field(default=2, metadata=setting("networks of the automatic encoder pool"))
-    pool_epochs: int = field(default=1, metadata=setting("training epochs of each automatic pool network"))
+    pool_epochs: int = field(default=3, metadata=setting("training epochs of each automatic pool network"))
     mix_min: float = field(default=0.0, metadata=setting("least weight of the trained network in an iteration's "
                                                          "encoders (α ~ U(mix_min, mix_max))"))
     mix_max: float = field(default=1.0, metadata=setting("largest weight of the trained network (0: DM's random "
-                                                         "encoders, no pool)"))
-    # the defaults are the configuration measured on avdigits (benchmarks/RESULTS.md, "avdd-plus"): a
-    # cheap pool; each added term pulling on the synthetic data about as hard as one of AVDD's weighted
-    # terms there (benchmarks/plus_term_gradients.py)
-    lambda_ce: float = field(default=100.0, metadata=setting("weight of the cross-entropy of the synthetic "
+                                                         "encoders)"))
+    mix_with: str = field(default="init", metadata=setting(
+        "what the trained network is mixed with: init (its own initialisation, DANCE's middle encoders) or random "
+        "(DM's fresh draw of the iteration)", MIX_WITH))
+    # the defaults are the best configuration measured on avdigits (benchmarks/RESULTS.md, "avdd-plus"):
+    # a pool of 2 networks × 3 epochs (~96 % test accuracy there), the cross-entropy pulling about as
+    # hard as AVDD's weighted terms (benchmarks/plus_term_gradients.py), the distances off (they lowered
+    # accuracy there)
+    lambda_ce: float = field(default=1000.0, metadata=setting("weight of the cross-entropy of the synthetic "
                                                              "samples under the drawn network"))
+    ce_network: str = field(default="trained", metadata=setting(
+        "the network that classifies the synthetic samples: trained (the drawn pool network after its last epoch, "
+        "unmixed: DANCE's calibration) or mixed (the iteration's matching network and head)", CE_NETWORK))
     distance: str = field(default="mmd", metadata=setting("distribution distance beyond the mean: mmd (Gaussian "
                                                           "kernels) or cf (characteristic functions)",
                                                           DISTANCE))
-    lambda_dist: float = field(default=10.0, metadata=setting("weight of the per-modality distribution distance"))
-    lambda_pair: float = field(default=10.0, metadata=setting("weight of the distance between paired "
+    lambda_dist: float = field(default=0.0, metadata=setting("weight of the per-modality distribution distance"))
+    lambda_pair: float = field(default=0.0, metadata=setting("weight of the distance between paired "
                                                               "audio-visual embeddings"))
     cf_frequencies: int = field(default=64, metadata=setting("random frequencies of the cf distance"))
     cf_sigma: float = field(default=1.0, metadata=setting("standard deviation of the cf frequencies, in units of "
@@ -96,7 +107,9 @@ class PlusConfig(MatchingConfig):
     pool_epochs: int = PlusFields.pool_epochs
     mix_min: float = PlusFields.mix_min
     mix_max: float = PlusFields.mix_max
+    mix_with: str = PlusFields.mix_with
     lambda_ce: float = PlusFields.lambda_ce
+    ce_network: str = PlusFields.ce_network
     distance: str = PlusFields.distance
     lambda_dist: float = PlusFields.lambda_dist
     lambda_pair: float = PlusFields.lambda_pair
@@ -105,7 +118,9 @@ class PlusConfig(MatchingConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        found = [p for p in [problem("distance", self.distance, spec=DISTANCE)] if p]
+        found = [p for p in [problem("distance", self.distance, spec=DISTANCE),
+                             problem("mix_with", self.mix_with, spec=MIX_WITH),
+                             problem("ce_network", self.ce_network, spec=CE_NETWORK)] if p]
         if self.mix_min > self.mix_max:
             found.append(f"mix_min={self.mix_min!r} above mix_max={self.mix_max!r}")
         if self.protocol != "clean":  # its pool is trained the clean way; `reference` reproduces DM/AVDD
@@ -119,9 +134,14 @@ class PlusConfig(MatchingConfig):
         return bool(self.lambda_dist or self.lambda_pair)
 
     @property
+    def needs_pool(self) -> bool:
+        """Whether the run draws trained networks: to mix into its encoders or to classify with."""
+        return self.mix_max > 0 or bool(self.lambda_ce and self.ce_network == "trained")
+
+    @property
     def means_only(self) -> bool:
         """Whether the real side is class means under DM's encoders (what the real-mean cache holds)."""
-        return self.mix_max == 0 and not self.distances
+        return not self.needs_pool and not self.distances
 
 
 PLUS_FIELDS = tuple(name for name in PlusConfig.__dataclass_fields__ if name not in MatchingConfig.__dataclass_fields__)
@@ -173,18 +193,20 @@ class PlusRun(MatchingRun):
         if len(modalities) < 2 and config.lambda_pair:
             raise AvddError("the paired audio-visual term needs two modalities; set --lambda-pair 0")
         if real_cache is not None and not config.means_only:
-            warnings.warn("the real-mean cache is not used: the pool (mix_max > 0) or the distance terms need more "
-                          "than DM's class means", stacklevel=2)
+            warnings.warn("the real-mean cache is not used: the pool or the distance terms need more than DM's class "
+                          "means", stacklevel=2)
             real_cache = None
-        if config.mix_max > 0 and pool is None:
-            raise ValueError("mix_max > 0 needs a pool")
+        if config.needs_pool and pool is None:
+            raise ValueError("mix_max > 0 or the trained network's cross-entropy needs a pool")
         super().__init__(train, modalities, ipc, seed, config, device, init_order, classes, real_cache)
-        self.pool = EncoderPool(pool) if pool is not None and config.mix_max > 0 else None
+        self.pool = EncoderPool(pool) if pool is not None and config.needs_pool else None
         if self.pool is not None:
             width = self.encoder_configs[self.modalities[0]].width
             modules = {f"encoders.{m}.": net for m, net in MatchingRun._encoders(self).items()}
             self.pool.check(train.store, self.modalities, width, {**modules, "head.": self._random_head()})
-        self.head: nn.Module | None = None  # this iteration's, for the cross-entropy term
+        # this iteration's classifier of the cross-entropy term: encoders (None: the matching ones) and head
+        self.ce_encoders: dict[str, nn.Module] | None = None
+        self.head: nn.Module | None = None
 
     def _pool_draw(self) -> PoolDraw | None:
         """This iteration's draw from the pool (None without one)."""
@@ -195,8 +217,15 @@ class PlusRun(MatchingRun):
     def _mix(self, module: nn.Module, prefix: str) -> None:
         """``module`` mixed in place with the drawn pool network's parameters under ``prefix``."""
         chosen = self._pool_draw()
-        if self.pool is not None and chosen is not None:
-            self.pool.mix(module, chosen, prefix)
+        if self.pool is not None and chosen is not None and self.config.mix_max > 0:
+            self.pool.mix(module, chosen, prefix, from_init=self.config.mix_with == "init")
+
+    def _trained(self, module: nn.Module, prefix: str) -> nn.Module:
+        """``module`` holding the drawn pool network's parameters after its last epoch."""
+        chosen = self._pool_draw()
+        assert self.pool is not None and chosen is not None
+        self.pool.mix(module, replace(chosen, epoch=self.pool.epochs, alpha=1.0), prefix)  # α = 1: exactly trained
+        return module
 
     def _encoders(self) -> dict[str, nn.Module]:
         encoders = super()._encoders()
@@ -219,7 +248,13 @@ class PlusRun(MatchingRun):
 
     def loss_terms(self, backward: bool = False,
                    after_group: Callable[[dict[str, torch.Tensor]], None] | None = None) -> dict[str, torch.Tensor]:
-        self.head = self._head() if self.config.lambda_ce else None
+        self.ce_encoders, self.head = None, None
+        if self.config.lambda_ce and self.config.ce_network == "trained":
+            random = MatchingRun._encoders(self)
+            self.ce_encoders = {m: self._trained(net, f"encoders.{m}.") for m, net in random.items()}
+            self.head = self._trained(self._random_head(), "head.")
+        elif self.config.lambda_ce:
+            self.head = self._head()
         return super().loss_terms(backward, after_group)
 
     def _real_side(self, encoders: dict[str, nn.Module], draws: dict[str, Draw]) -> RealSide:
@@ -242,12 +277,16 @@ class PlusRun(MatchingRun):
                                      real.shape[2], self.config.cf_sigma)
         return cf_distance(real, mask, synthetic, frequencies)
 
-    def _group_terms(self, real: RealSide, group: slice, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        terms = super()._group_terms(real.means, group, features)
+    def _group_terms(self, real: RealSide, group: slice, features: dict[str, torch.Tensor],
+                     augmented: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        terms = super()._group_terms(real.means, group, features, augmented)
         per_class = self.ipc * self.tiles
         if self.head is not None:
             labels = torch.tensor(self.classes[group], device=self.device).repeat_interleave(per_class)
-            terms["ce"] = class_cross_entropy(self.head(features), labels, per_class)
+            seen = features  # by the matching encoders, or the trained ones from the same augmented samples
+            if self.ce_encoders is not None:
+                seen = {m: net(augmented[m]) for m, net in self.ce_encoders.items()}
+            terms["ce"] = class_cross_entropy(self.head(seen), labels, per_class)
         if real.features is None or real.mask is None:
             return terms
         mask = real.mask[group]
@@ -280,10 +319,12 @@ class PlusRun(MatchingRun):
 
 
 def run_pool(context: RunContext, settings: PlusFields) -> ExpertSet | None:
-    """The run's encoder pool: the given expert directory, or the automatic one; None without mixing."""
-    if settings.mix_max == 0:
+    """The run's encoder pool: the given expert directory, or the automatic one; None where nothing
+    draws trained networks."""
+    if not settings.config().needs_pool:
         if settings.pool:
-            warnings.warn(f"--pool {settings.pool} is not used: --mix-max 0 leaves DM's random encoders", stacklevel=2)
+            warnings.warn(f"--pool {settings.pool} is not used: --mix-max 0 leaves DM's random encoders, and no "
+                          "cross-entropy asks the trained networks", stacklevel=2)
         return None
     if settings.pool:
         return ExpertSet.open(Path(settings.pool))

@@ -4,9 +4,10 @@ mixed into the random encoders (and fusion head) a matching iteration draws.
 The pool is an expert directory (distill/experts.py): each network's parameters after every
 training epoch. Iteration i draws, from generators keyed by (seed, "pool", i) so that a resumed
 or sharded run draws the same, one network, one of its trained epochs (rows 1..epochs, uniformly:
-row 0 is its untrained initialisation, which the random side already covers) and a weight α; the
-iteration's networks are then α · trained + (1 − α) · random. An automatic pool is trained once
-and cached next to the store, like herding's embedding network.
+row 0 is its untrained initialisation, which the other side of the mix covers) and a weight α; the
+iteration's networks are then α · trained + (1 − α) · that network's own initialisation (DANCE's
+middle encoders) or a fresh random draw. An automatic pool is trained once and cached next to the
+store, like herding's embedding network.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import tempfile
 import warnings
 import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -58,6 +59,13 @@ def mix_(module: nn.Module, trained: Mapping[str, torch.Tensor], alpha: float) -
         p.lerp_(trained[name].to(device=p.device, dtype=p.dtype), alpha)
 
 
+@torch.no_grad()
+def load_(module: nn.Module, parameters: Mapping[str, torch.Tensor]) -> None:
+    """Every parameter of ``module`` set to ``parameters``' (by name), in place."""
+    for name, p in module.named_parameters():
+        p.copy_(parameters[name])
+
+
 class EncoderPool:
     """An expert directory opened as a pool: the parameters of its networks by draw."""
 
@@ -78,8 +86,16 @@ class EncoderPool:
         return {name.removeprefix(prefix): p for name, p in unflatten(row, self.experts.layout).items()
                 if name.startswith(prefix)}
 
-    def mix(self, module: nn.Module, chosen: PoolDraw, prefix: str) -> None:
-        """``module``'s parameters mixed in place with the drawn network's under ``prefix``."""
+    @property
+    def epochs(self) -> int:
+        return self.experts.config.epochs
+
+    def mix(self, module: nn.Module, chosen: PoolDraw, prefix: str, from_init: bool = False) -> None:
+        """``module``'s parameters mixed in place with the drawn network's under ``prefix``; with
+        ``from_init``, mixed with that network's own initialisation instead of ``module``'s values
+        (DANCE's middle encoders: a path within one network's basin, not between two networks)."""
+        if from_init:
+            load_(module, self.parameters(replace(chosen, epoch=0), prefix))
         mix_(module, self.parameters(chosen, prefix), chosen.alpha)
 
     def check(self, store: Store, modalities: Sequence[str], width: int, modules: Mapping[str, nn.Module]) -> None:
