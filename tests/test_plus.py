@@ -369,9 +369,29 @@ def test_the_real_mean_cache_is_left_out_where_terms_need_more_than_means(tiny_s
     with pytest.warns(UserWarning, match="real-mean cache is not used"):
         dropped = PlusRun(tiny_store.split("train"), AV, 2, 0, config(), pool=tiny_experts, real_cache=cache)
     assert dropped.real_cache is None
-    kept = PlusRun(tiny_store.split("train"), AV, 2, 0, config(mix_min=0.0, mix_max=0.0, lambda_dist=0.0,
-                                                               lambda_pair=0.0, lambda_ce=0.0), real_cache=cache)
-    assert kept.real_cache is cache
+    for ce in (0.0, 100.0):  # the trained network's cross-entropy does not touch the real side
+        kept = PlusRun(tiny_store.split("train"), AV, 2, 0, config(mix_min=0.0, mix_max=0.0, lambda_dist=0.0,
+                                                                   lambda_pair=0.0, lambda_ce=ce),
+                       real_cache=cache, pool=tiny_experts)
+        assert kept.real_cache is cache
+
+
+def test_random_encoders_with_the_trained_cross_entropy_read_the_real_means_from_the_cache(tiny_store, tiny_experts,
+                                                                                          tmp_path, monkeypatch):
+    def run(cache):
+        settings = config(mix_min=0.0, mix_max=0.0, lambda_dist=0.0, lambda_pair=0.0)
+        plus = PlusRun(tiny_store.split("train"), AV, 2, 0, settings, real_cache=cache, pool=tiny_experts)
+        plus.iteration = 1
+        return plus.loss_terms()
+
+    cache = RealMeanCache(Path(tmp_path), 1 << 20)
+    uncached, cold = run(None), run(cache)
+    with monkeypatch.context() as patch:  # warm: nothing of the real side is computed again
+        patch.setattr(PlusRun, "_class_real_means", lambda *args: pytest.fail("a cached mean was computed again"))
+        warm = run(cache)
+    for t, value in uncached.items():
+        torch.testing.assert_close(cold[t], value)
+        torch.testing.assert_close(warm[t], value)
 
 
 def test_settings_have_avdds_defaults_and_refuse_what_cannot_work(tiny_store):

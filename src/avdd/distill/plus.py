@@ -140,8 +140,9 @@ class PlusConfig(MatchingConfig):
 
     @property
     def means_only(self) -> bool:
-        """Whether the real side is class means under DM's encoders (what the real-mean cache holds)."""
-        return not self.needs_pool and not self.distances
+        """Whether the real side is class means under DM's encoders (what the real-mean cache holds);
+        the trained network's cross-entropy sees only the synthetic samples."""
+        return self.mix_max == 0 and not self.distances
 
 
 PLUS_FIELDS = tuple(name for name in PlusConfig.__dataclass_fields__ if name not in MatchingConfig.__dataclass_fields__)
@@ -193,8 +194,8 @@ class PlusRun(MatchingRun):
         if len(modalities) < 2 and config.lambda_pair:
             raise AvddError("the paired audio-visual term needs two modalities; set --lambda-pair 0")
         if real_cache is not None and not config.means_only:
-            warnings.warn("the real-mean cache is not used: the pool or the distance terms need more than DM's class "
-                          "means", stacklevel=2)
+            warnings.warn("the real-mean cache is not used: the pool's encoders (mix_max > 0) or the distance terms "
+                          "need more than DM's class means", stacklevel=2)
             real_cache = None
         if config.needs_pool and pool is None:
             raise ValueError("mix_max > 0 or the trained network's cross-entropy needs a pool")
