@@ -40,7 +40,7 @@ WIDTH = 8  # the tiny experts' (conftest.TINY_EXPERTS)
 
 def config(**kw) -> PlusConfig:
     base = PlusConfig(iterations=3, batch_real=5, weights=MatchingWeights(1, 10, 10), factor=True,
-                      encoder={"width": WIDTH}, checkpoint_every=2, mix_min=0.2, lambda_ce=100.0,
+                      encoder={"width": WIDTH}, checkpoint_every=2, mix_min=0.2, mix_max=1.0, lambda_ce=100.0,
                       lambda_dist=10.0, lambda_pair=10.0)  # every term on, whatever the defaults
     return replace(base, **kw)
 

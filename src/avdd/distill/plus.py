@@ -66,15 +66,15 @@ class PlusFields(DMSettings):
     pool_epochs: int = field(default=3, metadata=setting("training epochs of each automatic pool network"))
     mix_min: float = field(default=0.0, metadata=setting("least weight of the trained network in an iteration's "
                                                          "encoders (α ~ U(mix_min, mix_max))"))
-    mix_max: float = field(default=1.0, metadata=setting("largest weight of the trained network (0: DM's random "
+    mix_max: float = field(default=0.0, metadata=setting("largest weight of the trained network (0: DM's random "
                                                          "encoders)"))
     mix_with: str = field(default="init", metadata=setting(
         "what the trained network is mixed with: init (its own initialisation, DANCE's middle encoders) or random "
         "(DM's fresh draw of the iteration)", MIX_WITH))
     # the defaults are the best configuration measured on avdigits (benchmarks/RESULTS.md, "avdd-plus"):
-    # a pool of 2 networks × 3 epochs (~96 % test accuracy there), the cross-entropy pulling about as
-    # hard as AVDD's weighted terms (benchmarks/plus_term_gradients.py), the distances off (they lowered
-    # accuracy there)
+    # a pool of 2 networks × 3 epochs (~96 % test accuracy there) that only classifies (its encoders
+    # mixed into the matching ones did not help there), the cross-entropy pulling about as hard as AVDD's
+    # weighted terms (benchmarks/plus_term_gradients.py), the distances off (they lowered accuracy there)
     lambda_ce: float = field(default=1000.0, metadata=setting("weight of the cross-entropy of the synthetic "
                                                              "samples under the drawn network"))
     ce_network: str = field(default="trained", metadata=setting(
