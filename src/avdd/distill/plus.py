@@ -225,7 +225,7 @@ class PlusRun(MatchingRun):
         """``module`` holding the drawn pool network's parameters after its last epoch."""
         chosen = self._pool_draw()
         assert self.pool is not None and chosen is not None
-        self.pool.mix(module, replace(chosen, epoch=self.pool.epochs, alpha=1.0), prefix)  # α = 1: exactly trained
+        self.pool.load(module, replace(chosen, epoch=self.pool.epochs), prefix)
         return module
 
     def _encoders(self) -> dict[str, nn.Module]:

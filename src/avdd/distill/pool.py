@@ -95,8 +95,12 @@ class EncoderPool:
         ``from_init``, mixed with that network's own initialisation instead of ``module``'s values
         (DANCE's middle encoders: a path within one network's basin, not between two networks)."""
         if from_init:
-            load_(module, self.parameters(replace(chosen, epoch=0), prefix))
+            self.load(module, replace(chosen, epoch=0), prefix)
         mix_(module, self.parameters(chosen, prefix), chosen.alpha)
+
+    def load(self, module: nn.Module, chosen: PoolDraw, prefix: str) -> None:
+        """``module``'s parameters set to the drawn network's (at ``chosen.epoch``) under ``prefix``."""
+        load_(module, self.parameters(chosen, prefix))
 
     def check(self, store: Store, modalities: Sequence[str], width: int, modules: Mapping[str, nn.Module]) -> None:
         """Refuse a pool whose networks do not fit this distillation's data and ``modules`` (the
