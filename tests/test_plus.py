@@ -182,18 +182,24 @@ def test_the_cross_entropy_leaves_the_other_terms_as_they_are(tiny_store, tiny_e
         assert torch.equal(with_ce[t], value), t
 
 
-def test_the_trained_cross_entropy_asks_the_drawn_network_after_its_last_epoch(tiny_store, tiny_experts):
+@pytest.mark.parametrize("ce_network", ["trained", "any-epoch"])
+def test_the_trained_cross_entropy_asks_the_drawn_network_after_its_last_or_drawn_epoch(tiny_store, tiny_experts,
+                                                                                       ce_network):
     """The ce term against a direct computation: the pool network rebuilt as the evaluation protocol
-    builds it, loaded with its last trajectory row, classifying the iteration's augmented samples."""
-    run = make_run(tiny_store, tiny_experts, lambda_dist=0.0, lambda_pair=0.0, weights=MatchingWeights(0, 0, 0))
-    run.iteration = 2
+    builds it, loaded with its last (any-epoch: its drawn) trajectory row, classifying the iteration's
+    augmented samples."""
+    run = make_run(tiny_store, tiny_experts, lambda_dist=0.0, lambda_pair=0.0, weights=MatchingWeights(0, 0, 0),
+                   ce_network=ce_network)
+    run.iteration = 0
     got = run.loss_terms()["ce"]
     chosen = run._pool_draw()
+    assert chosen.epoch < tiny_experts.config.epochs  # so that the two choices differ
     network = protocol_network(tiny_store, tiny_experts.config.protocol(), torch.Generator(), torch.device("cpu"))
-    last = tiny_experts.trajectory(chosen.network)[tiny_experts.config.epochs]
+    epoch = chosen.epoch if ce_network == "any-epoch" else tiny_experts.config.epochs
+    row = tiny_experts.trajectory(chosen.network)[epoch]
     with torch.no_grad():
         for name, p in network.named_parameters():
-            p.copy_(unflatten(last, tiny_experts.layout)[name])
+            p.copy_(unflatten(row, tiny_experts.layout)[name])
     draws = {m: run._draws(m) for m in AV}
     syn = run.synthetic_inputs(slice(0, len(run.classes)))
     per_class = run.ipc * run.tiles
@@ -295,18 +301,36 @@ def test_without_mixing_and_added_terms_it_is_avdd_bit_for_bit(tiny_store):
     assert plus.log == avdd.log
 
 
-def test_resume_equals_uninterrupted(tiny_store, tiny_experts, tmp_path):
-    full = make_run(tiny_store, tiny_experts, iterations=4, distance="cf")
+@pytest.mark.parametrize("warmup", [0, 3])
+def test_resume_equals_uninterrupted(tiny_store, tiny_experts, tmp_path, warmup):
+    full = make_run(tiny_store, tiny_experts, iterations=4, distance="cf", warmup=warmup)
     full.run(progress=False)
     ck = tmp_path / "ck.pt"
-    make_run(tiny_store, tiny_experts, iterations=2, distance="cf").run(checkpoint=ck, progress=False)
-    second = make_run(tiny_store, tiny_experts, iterations=4, distance="cf")
+    make_run(tiny_store, tiny_experts, iterations=2, distance="cf", warmup=warmup).run(checkpoint=ck, progress=False)
+    second = make_run(tiny_store, tiny_experts, iterations=4, distance="cf", warmup=warmup)
     second.load_state(ck)
     second.run(checkpoint=ck, progress=False)
     for m in AV:
         assert torch.equal(second.synthetic[m], full.synthetic[m]), m
     with pytest.raises(AvddError, match="lambda_pair"):
         make_run(tiny_store, tiny_experts, iterations=4, distance="cf", lambda_pair=2.0).load_state(ck)
+
+
+def test_the_warmup_raises_the_learning_rates_linearly(tiny_store, tiny_experts):
+    warm = make_run(tiny_store, tiny_experts, iterations=1, warmup=4, mix_min=0.0, mix_max=0.0)
+    full_lr = [group["lr"] for group in warm.optimizer.param_groups]
+    # its first step is a run's at a quarter of the rates (a power of two: the same floats)
+    quarter = make_run(tiny_store, tiny_experts, iterations=1, mix_min=0.0, mix_max=0.0,
+                       lr={m: lr / 4 for m, lr in zip(AV, full_lr, strict=True)})
+    warm.run(progress=False)
+    quarter.run(progress=False)
+    for m in AV:
+        assert torch.equal(warm.synthetic[m], quarter.synthetic[m]), m
+    rates = []
+    for _ in range(5):
+        warm.step()
+        rates.append([group["lr"] / lr for group, lr in zip(warm.optimizer.param_groups, full_lr, strict=True)])
+    assert rates == [pytest.approx([r, r]) for r in (0.5, 0.75, 1.0, 1.0, 1.0)]
 
 
 def serial_and_sharded(make) -> tuple[SyntheticSet, SyntheticSet]:

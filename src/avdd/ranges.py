@@ -126,7 +126,7 @@ RANGES: dict[str, Spec] = {
                      "lr_step", "subset", "subsets", "max_per_class", "workers", "real_cache_mb", "log_every",
                      "jobs", "pool_networks", "pool_epochs", "cf_frequencies"), COUNT),
     **dict.fromkeys(("seed", "eval_every", "batch_syn", "max_start_epoch", "real_chunk", "synthetic_group",
-                     "pairing_seed", "split_seed", "networks_together"), INDEX),
+                     "pairing_seed", "split_seed", "networks_together", "warmup"), INDEX),
     **dict.fromkeys(("step_size", "lr_step_size", "lr_head", "lr_encoder_default", "lr_default", "expert_lr",
                      "cf_sigma"), RATE),
     **dict.fromkeys(("lambda_base", "lambda_jm", "lambda_mgm", "lambda_ce", "lambda_dist", "lambda_pair",

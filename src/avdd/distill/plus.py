@@ -8,12 +8,13 @@ that every ablation is a config:
   network's initialisation (``mix_with`` init) or DM's random draw (random); ``mix_max = 0`` gives
   AVDD's encoders;
 - cross-entropy calibration (``lambda_ce``): the drawn pool network after its last epoch, unmixed
-  (``ce_network`` trained), or the iteration's matching network and head (mixed) classifies the
-  augmented synthetic samples;
+  (``ce_network`` trained), after the drawn epoch (any-epoch), or the iteration's matching network
+  and head (mixed) classifies the augmented synthetic samples;
 - a distance between the class's real and synthetic embeddings beyond their means, per modality
   (``lambda_dist``; ``distance``: MMD or characteristic functions, distill/distances.py);
 - a joint audio-visual term (``lambda_pair``): the same distance on each sample's concatenated
-  audio and frame embeddings, which, unlike AVDD's joint and gap terms on means, does not cancel.
+  audio and frame embeddings, which, unlike AVDD's joint and gap terms on means, does not cancel;
+- a linear warm-up of the synthetic data's learning rates over the first ``warmup`` iterations.
 
 Every term is a sum of per-class values, as DM's, so class groups and shards give the gradients
 of one batched pass; every draw is keyed by (seed, iteration, ...), so resume and shards draw alike.
@@ -50,7 +51,7 @@ from avdd.seeding import generator
 
 DISTANCE = Choice(("mmd", "cf"))  # the distances beyond the mean (distill/distances.py)
 MIX_WITH = Choice(("init", "random"))  # what a pool network is mixed with (distill/pool.py)
-CE_NETWORK = Choice(("trained", "mixed"))  # which network the cross-entropy term asks
+CE_NETWORK = Choice(("trained", "any-epoch", "mixed"))  # which network the cross-entropy term asks
 # the terms avdd-plus adds to AVDD's, by the name of their weight
 PLUS_TERMS = {"ce": "lambda_ce", "dist": "lambda_dist", "pair": "lambda_pair"}
 
@@ -79,7 +80,8 @@ class PlusFields(DMSettings):
                                                              "samples under the drawn network"))
     ce_network: str = field(default="trained", metadata=setting(
         "the network that classifies the synthetic samples: trained (the drawn pool network after its last epoch, "
-        "unmixed: DANCE's calibration) or mixed (the iteration's matching network and head)", CE_NETWORK))
+        "unmixed: DANCE's calibration), any-epoch (the drawn pool network after the drawn epoch, unmixed) or mixed "
+        "(the iteration's matching network and head)", CE_NETWORK))
     distance: str = field(default="mmd", metadata=setting("distribution distance beyond the mean: mmd (Gaussian "
                                                           "kernels) or cf (characteristic functions)",
                                                           DISTANCE))
@@ -89,6 +91,8 @@ class PlusFields(DMSettings):
     cf_frequencies: int = field(default=64, metadata=setting("random frequencies of the cf distance"))
     cf_sigma: float = field(default=1.0, metadata=setting("standard deviation of the cf frequencies, in units of "
                                                           "the class's median real distance"))
+    warmup: int = field(default=0, metadata=setting("iterations over which the synthetic-data learning rates rise "
+                                                    "linearly to their values (0: from the first step)"))
 
     def config(self) -> PlusConfig:
         return PlusConfig(**{**vars(super().config()), **{name: getattr(self, name) for name in PLUS_FIELDS}})
@@ -115,6 +119,7 @@ class PlusConfig(MatchingConfig):
     lambda_pair: float = PlusFields.lambda_pair
     cf_frequencies: int = PlusFields.cf_frequencies
     cf_sigma: float = PlusFields.cf_sigma
+    warmup: int = PlusFields.warmup
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -136,7 +141,7 @@ class PlusConfig(MatchingConfig):
     @property
     def needs_pool(self) -> bool:
         """Whether the run draws trained networks: to mix into its encoders or to classify with."""
-        return self.mix_max > 0 or bool(self.lambda_ce and self.ce_network == "trained")
+        return self.mix_max > 0 or bool(self.lambda_ce and self.ce_network != "mixed")
 
     @property
     def means_only(self) -> bool:
@@ -205,6 +210,7 @@ class PlusRun(MatchingRun):
             width = self.encoder_configs[self.modalities[0]].width
             modules = {f"encoders.{m}.": net for m, net in MatchingRun._encoders(self).items()}
             self.pool.check(train.store, self.modalities, width, {**modules, "head.": self._random_head()})
+        self.full_lr = [group["lr"] for group in self.optimizer.param_groups]  # the warm-up's end
         # this iteration's classifier of the cross-entropy term: encoders (None: the matching ones) and head
         self.ce_encoders: dict[str, nn.Module] | None = None
         self.head: nn.Module | None = None
@@ -222,10 +228,13 @@ class PlusRun(MatchingRun):
             self.pool.mix(module, chosen, prefix, from_init=self.config.mix_with == "init")
 
     def _trained(self, module: nn.Module, prefix: str) -> nn.Module:
-        """``module`` holding the drawn pool network's parameters after its last epoch."""
+        """``module`` holding the drawn pool network's parameters after its last epoch (any-epoch:
+        after the drawn epoch)."""
         chosen = self._pool_draw()
         assert self.pool is not None and chosen is not None
-        self.pool.load(module, replace(chosen, epoch=self.pool.epochs), prefix)
+        if self.config.ce_network == "trained":
+            chosen = replace(chosen, epoch=self.pool.epochs)
+        self.pool.load(module, chosen, prefix)
         return module
 
     def _encoders(self) -> dict[str, nn.Module]:
@@ -250,13 +259,20 @@ class PlusRun(MatchingRun):
     def loss_terms(self, backward: bool = False,
                    after_group: Callable[[dict[str, torch.Tensor]], None] | None = None) -> dict[str, torch.Tensor]:
         self.ce_encoders, self.head = None, None
-        if self.config.lambda_ce and self.config.ce_network == "trained":
+        if self.config.lambda_ce and self.config.ce_network != "mixed":
             random = MatchingRun._encoders(self)
             self.ce_encoders = {m: self._trained(net, f"encoders.{m}.") for m, net in random.items()}
             self.head = self._trained(self._random_head(), "head.")
         elif self.config.lambda_ce:
             self.head = self._head()
         return super().loss_terms(backward, after_group)
+
+    def descend(self) -> tuple[dict[str, float], float]:
+        # set from the iteration, not stepped: a resumed run's rates are the uninterrupted run's
+        ramp = min(1.0, (self.iteration + 1) / self.config.warmup) if self.config.warmup else 1.0
+        for group, lr in zip(self.optimizer.param_groups, self.full_lr, strict=True):
+            group["lr"] = ramp * lr
+        return super().descend()
 
     def _real_side(self, encoders: dict[str, nn.Module], draws: dict[str, Draw]) -> RealSide:
         if not self.config.distances:  # class means (from the cache where the run has one)
