@@ -139,9 +139,14 @@ class PlusConfig(MatchingConfig):
         return bool(self.lambda_dist or self.lambda_pair)
 
     @property
+    def trained_ce(self) -> bool:
+        """Whether the cross-entropy term asks a pool network (not the iteration's matching one)."""
+        return bool(self.lambda_ce) and self.ce_network != "mixed"
+
+    @property
     def needs_pool(self) -> bool:
         """Whether the run draws trained networks: to mix into its encoders or to classify with."""
-        return self.mix_max > 0 or bool(self.lambda_ce and self.ce_network != "mixed")
+        return self.mix_max > 0 or self.trained_ce
 
     @property
     def means_only(self) -> bool:
@@ -259,7 +264,7 @@ class PlusRun(MatchingRun):
     def loss_terms(self, backward: bool = False,
                    after_group: Callable[[dict[str, torch.Tensor]], None] | None = None) -> dict[str, torch.Tensor]:
         self.ce_encoders, self.head = None, None
-        if self.config.lambda_ce and self.config.ce_network != "mixed":
+        if self.config.trained_ce:
             random = MatchingRun._encoders(self)
             self.ce_encoders = {m: self._trained(net, f"encoders.{m}.") for m, net in random.items()}
             self.head = self._trained(self._random_head(), "head.")
