@@ -5,7 +5,7 @@ iterations of a run, with DM's random encoders (α = 0) and with the pool's trai
 What the terms' default weights are chosen from (benchmarks/RESULTS.md).
 
     PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/plus_term_gradients.py --data STORE --pool EXPERTS \\
-        [--iterations 0,1] [--batch-real 32] [--ipc 1]
+        [--iterations 0,1] [--batch-real 32] [--ipc 1] [--init random|herding] [--alphas 0,1]
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ import torch
 from avdd.data.store import open_store
 from avdd.distill.experts import ExpertSet
 from avdd.distill.plus import PLUS_TERMS, PlusRun, PlusSettings
+from avdd.distill.synthetic import init_order
 
+MODALITIES = ("audio", "frame")
 MEAN_TERMS = {"base": "lambda_base", "joint": "lambda_jm", "gap": "lambda_mgm"}
 
 
@@ -29,17 +31,21 @@ def main() -> None:
     parser.add_argument("--iterations", default="0,1")
     parser.add_argument("--batch-real", type=int, default=32)
     parser.add_argument("--ipc", type=int, default=1)
+    parser.add_argument("--alphas", default="0,1", help="weights of the trained network in the encoders")
+    parser.add_argument("--init", default="random", help="the synthetic set's initialisation (random, herding, ...)")
     args = parser.parse_args()
     store, pool = open_store(args.data), ExpertSet.open(args.pool)
     weights = {**MEAN_TERMS, **PLUS_TERMS}
-    for alpha in (0.0, 1.0):
+    start = dataclasses.replace(PlusSettings(), init=args.init)
+    order = init_order(store, MODALITIES, args.ipc, start.config(), start.embed, torch.device("cpu"), progress=False)
+    for alpha in (float(a) for a in args.alphas.split(",")):
         for iteration in (int(i) for i in args.iterations.split(",")):
             row = []
             for term, name in weights.items():
                 alone = {other: 1.0 if other == name else 0.0 for other in weights.values()}
-                settings = dataclasses.replace(PlusSettings(), init="random", batch_real=args.batch_real,
+                settings = dataclasses.replace(start, batch_real=args.batch_real,
                                                mix_min=alpha, mix_max=alpha, **alone)
-                run = PlusRun(store.split("train"), ("audio", "frame"), args.ipc, 0, settings.config(),
+                run = PlusRun(store.split("train"), MODALITIES, args.ipc, 0, settings.config(), init_order=order,
                               pool=pool)  # also at α = 0: the cross-entropy asks a trained network
                 run.iteration = iteration
                 _, total = run.backward()
