@@ -186,6 +186,11 @@ def test_cross_modal_terms_need_two_modalities(tiny_store):
         MatchingRun(tiny_store.split("train"), ("audio",), ipc=1, seed=0, config=config())
 
 
+def test_all_weights_zero_is_a_clear_error(tiny_store):
+    with pytest.raises(AvddError, match="every loss weight is 0"):
+        MatchingRun(tiny_store.split("train"), AV, ipc=1, seed=0, config=config(weights=MatchingWeights(0, 0, 0)))
+
+
 def test_class_means_of_a_batch_equal_per_class_means():
     feats = torch.arange(12.0).view(6, 2)
     means = class_means(feats, torch.tensor([0, 0, 1, 1, 1, 2]), 3)

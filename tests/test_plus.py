@@ -429,3 +429,7 @@ def test_settings_have_avdds_defaults_and_refuse_what_cannot_work(tiny_store):
         METHODS.get("avdd-plus").build({"mix_max": 1.5}, "avdd-plus")
     with pytest.raises(AvddError, match="paired audio-visual term needs two modalities"):
         PlusRun(tiny_store.split("train"), ("audio",), 2, 0, config(mix_min=0.0, mix_max=0.0))
+    nothing = dict(weights=MatchingWeights(0, 0, 0), lambda_ce=0.0, lambda_dist=0.0, lambda_pair=0.0)
+    with pytest.raises(AvddError, match="every loss weight is 0"):
+        config(**nothing)
+    assert config(**{**nothing, "lambda_ce": 1.0}).has_loss  # the cross-entropy alone is a loss

@@ -124,6 +124,13 @@ class MatchingConfig:
                      **self.encoder)
         if self.protocol not in PROTOCOLS:  # after check_fields: a non-string is reported there
             raise AvddError(f"unknown protocol {self.protocol!r}; known: {', '.join(PROTOCOLS)}")
+        if not self.has_loss:  # the data would not move (and the loss would be no tensor)
+            raise AvddError("every loss weight is 0: nothing to distill; give a term (e.g. --lambda-base) a weight")
+
+    @property
+    def has_loss(self) -> bool:
+        """Whether some term has a weight."""
+        return bool(self.weights.active())
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

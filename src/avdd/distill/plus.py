@@ -134,6 +134,10 @@ class PlusConfig(MatchingConfig):
             raise AvddError(f"invalid avdd-plus settings: {'; '.join(found)}")
 
     @property
+    def has_loss(self) -> bool:
+        return super().has_loss or any(getattr(self, name) for name in PLUS_TERMS.values())
+
+    @property
     def distances(self) -> bool:
         """Whether a distance term is on: the real side needs every sample's embedding, not only means."""
         return bool(self.lambda_dist or self.lambda_pair)
