@@ -133,9 +133,13 @@ class PlusConfig(MatchingConfig):
         if found:
             raise AvddError(f"invalid avdd-plus settings: {'; '.join(found)}")
 
+    def plus_weights(self) -> dict[str, float]:
+        """The weights of the added terms that are on, by term."""
+        return {t: getattr(self, name) for t, name in PLUS_TERMS.items() if getattr(self, name)}
+
     @property
     def has_loss(self) -> bool:
-        return super().has_loss or any(getattr(self, name) for name in PLUS_TERMS.values())
+        return super().has_loss or bool(self.plus_weights())
 
     @property
     def distances(self) -> bool:
@@ -331,15 +335,12 @@ class PlusRun(MatchingRun):
             terms["pair"] = (cast(torch.Tensor, sum(scale.values())) * pair).float()
         return terms
 
-    def _weights(self) -> dict[str, float]:
-        return {t: getattr(self.config, name) for t, name in PLUS_TERMS.items() if getattr(self.config, name)}
-
     def active_terms(self) -> tuple[str, ...]:
-        return super().active_terms() + tuple(self._weights())
+        return super().active_terms() + tuple(self.config.plus_weights())
 
     def total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         total = super().total(terms)
-        for t, weight in self._weights().items():  # none: AVDD's total, bit for bit
+        for t, weight in self.config.plus_weights().items():  # none: AVDD's total, bit for bit
             total = total + weight * terms[t].sum()
         return total
 
