@@ -57,6 +57,30 @@ def test_method_gives_a_store_that_evaluate_accepts(tiny_store, tmp_path, method
     assert_one_networks_accuracy(json.loads((tmp_path / "r.json").read_text())["accuracy"], tiny_store.split("test"))
 
 
+@pytest.mark.parametrize("method", ["dm", "avdd", "mtt", "avdd-plus"])
+def test_zero_iterations_save_the_initialised_set(tiny_store, tmp_path, method, request):
+    def stored(iterations: int, name: str) -> dict[str, np.ndarray]:
+        settings = {**settings_for(method, request), "iterations": iterations}
+        saved = api.distill(tiny_store.path, tmp_path / name, method, modalities=("audio", "frame"), ipc=1,
+                            seed=0, progress=False, **settings)
+        return {m: saved.split("train").arrays[m] for m in ("audio", "frame")}
+
+    initial, stepped = stored(0, "zero"), stored(1, "one")
+    assert json.loads((tmp_path / "zero" / LOG_FILE).read_text())["losses"] == []
+    assert any(not np.array_equal(initial[m], stepped[m]) for m in initial)  # one step moves it
+
+
+def test_zero_iterations_of_dm_without_factor_are_real_samples_of_each_class(tiny_store, tmp_path):
+    saved = api.distill(tiny_store.path, tmp_path / "zero", "dm", modalities=("audio", "frame"), ipc=2,
+                        progress=False, **{**FAST["dm"], "iterations": 0})
+    split, synthetic = tiny_store.split("train"), saved.split("train")
+    for m in ("audio", "frame"):
+        real = np.asarray(split.arrays[m], dtype=np.float32).reshape(len(split.labels), -1)
+        for sample, label in zip(np.asarray(synthetic.arrays[m], dtype=np.float32), synthetic.labels, strict=True):
+            distances = np.abs(real - sample.reshape(1, -1)).max(1)
+            assert distances.min() < 1e-3 and split.labels[int(distances.argmin())] == label
+
+
 @pytest.mark.parametrize("method", ["random", "herding", "kcenter"])
 def test_coreset_selection_is_nested_and_real(tiny_store, tmp_path, method):
     sets = {ipc: open_store(api.distill(tiny_store.path, tmp_path / f"{ipc}", method, modalities=("audio", "frame"),

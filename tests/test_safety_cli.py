@@ -102,8 +102,9 @@ def test_every_numeric_option_checks_its_range_when_parsed(path, flag, action, c
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["distill", "--iterations", "-1"], "argument --iterations: must be an integer ≥ 1, got '-1'"),
-    (["distill", "--iterations", "0"], "argument --iterations: must be an integer ≥ 1, got '0'"),
+    (["distill", "--iterations", "-1"], "argument --iterations: must be an integer ≥ 0, got '-1'"),
+    (["distill", "--iterations", "2.5"], "argument --iterations: must be an integer ≥ 0, got '2.5'"),
+    (["listen", "x", "--out", "y", "--iterations", "0"], "argument --iterations: must be an integer ≥ 1, got '0'"),
     (["distill", "--width", "0"], "argument --width: must be an integer ≥ 1, got '0'"),
     (["distill", "--batch-real", "0"], "argument --batch-real: must be an integer ≥ 1, got '0'"),
     (["distill", "--checkpoint-every", "0"], "argument --checkpoint-every: must be an integer ≥ 1, got '0'"),
@@ -162,14 +163,14 @@ def test_a_device_avdd_cannot_use_is_one_line(name, message, store, tmp_path, ca
 
 # -- item 8: the same numbers through the library ------------------------------------------------
 @pytest.mark.parametrize(("make", "message"), [
-    (lambda: MatchingConfig(iterations=-1), r"invalid DM/AVDD settings: iterations=-1 \(must be an integer ≥ 1\)"),
+    (lambda: MatchingConfig(iterations=-1), r"invalid DM/AVDD settings: iterations=-1 \(must be an integer ≥ 0\)"),
     (lambda: MatchingConfig(batch_real=0), "batch_real=0"),
     (lambda: MatchingConfig(momentum=-0.1), "momentum=-0.1"),
     (lambda: MatchingConfig(lr={"audio": 0.0}), r"lr=\{'audio': 0.0\}"),
     (lambda: MatchingConfig(weights=MatchingWeights(1, -10, 0)), "lambda_jm=-10"),
     (lambda: MatchingConfig(encoder={"width": 0}), "width=0"),
     (lambda: MatchingConfig(checkpoint_every=True), "checkpoint_every=True"),
-    (lambda: MTTConfig(iterations=0), r"invalid MTT settings: iterations=0 \(must be an integer ≥ 1\)"),
+    (lambda: MTTConfig(iterations=-2), r"invalid MTT settings: iterations=-2 \(must be an integer ≥ 0\)"),
     (lambda: MTTConfig(lr_step_size=-1.0), "lr_step_size=-1.0"),
     (lambda: MTTConfig(momentum=1.5), r"momentum=1.5 \(must be a number in \[0, 1\)\)"),
     (lambda: EvalConfig(num_eval="one"), r"invalid evaluation settings: num_eval='one' \(must be an integer ≥ 1\)"),

@@ -121,12 +121,13 @@ FLAG = Kind(bool, "true or false")
 PATH = Kind(str | os.PathLike, "a path")
 
 RANGES: dict[str, Spec] = {
-    **dict.fromkeys(("ipc", "iterations", "num_eval", "epochs", "batch_size", "test_batch_size", "batch_real", "width",
-                     "grid", "checkpoint_every", "embed_epochs", "syn_steps", "expert_epochs", "num_experts",
-                     "lr_step", "subset", "subsets", "max_per_class", "workers", "real_cache_mb", "log_every",
-                     "jobs", "pool_networks", "pool_epochs", "cf_frequencies"), COUNT),
+    **dict.fromkeys(("ipc", "griffin_lim_iterations", "num_eval", "epochs", "batch_size", "test_batch_size",
+                     "batch_real", "width", "grid", "checkpoint_every", "embed_epochs", "syn_steps", "expert_epochs",
+                     "num_experts", "lr_step", "subset", "subsets", "max_per_class", "workers", "real_cache_mb",
+                     "log_every", "jobs", "pool_networks", "pool_epochs", "cf_frequencies"), COUNT),
     **dict.fromkeys(("seed", "eval_every", "batch_syn", "max_start_epoch", "real_chunk", "synthetic_group",
                      "pairing_seed", "split_seed", "networks_together", "warmup"), INDEX),
+    "iterations": INDEX,  # distillation steps; 0 keeps the initialised set (to measure the initialisation)
     **dict.fromkeys(("step_size", "lr_step_size", "lr_head", "lr_encoder_default", "lr_default", "expert_lr",
                      "cf_sigma"), RATE),
     **dict.fromkeys(("lambda_base", "lambda_jm", "lambda_mgm", "lambda_ce", "lambda_dist", "lambda_pair",

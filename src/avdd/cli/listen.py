@@ -34,7 +34,7 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--out", type=Path, required=True, help="folder for the WAV files")
     p.add_argument("--max-per-class", type=setting("max_per_class"), default=None,
                    help="at most this many clips per class")
-    p.add_argument("--iterations", type=setting("iterations"), default=100,
+    p.add_argument("--iterations", type=setting("griffin_lim_iterations"), default=100,
                    help="Griffin-Lim iterations (default: %(default)s)")
     p.add_argument("--seed", type=setting("seed"), default=0,
                    help="seed of Griffin-Lim's initial phase (default: %(default)s)")

@@ -29,7 +29,7 @@ from avdd.distill.real_cache import RealMeanCache, cache_key
 from avdd.distill.registry import METHODS, MethodSpec, RunContext
 from avdd.distill.result import SyntheticSet
 from avdd.distill.spec import nested, setting, with_defaults
-from avdd.distill.synthetic import SyntheticRun, finish, init_order, samples_per_stored
+from avdd.distill.synthetic import ITERATIONS_HELP, SyntheticRun, finish, init_order, samples_per_stored
 from avdd.distributed import balanced_shards, current, main_first
 from avdd.errors import AvddError
 from avdd.models.convnet import DEFAULT_ENCODER, ENCODERS, ConvNetConfig, reference_config
@@ -49,7 +49,7 @@ SYNTHETIC_GROUP_BYTES = {"cpu": 512 << 20, "cuda": 16 << 30}
 class DMSettings:
     """The settings of ``avdd distill --method dm`` (the paper's DM baseline); AVDD's differ in defaults."""
 
-    iterations: int = field(default=5000, metadata=setting("optimisation iterations"))
+    iterations: int = field(default=5000, metadata=setting(ITERATIONS_HELP))
     lr: dict[str, float] = field(default_factory=lambda: {"audio": 0.2, "frame": 0.2},
                                  metadata=setting("synthetic-data learning rate per modality"))
     lr_default: float = field(default=0.2, metadata=setting("synthetic-data learning rate of a modality --lr does "

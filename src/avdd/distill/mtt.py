@@ -35,7 +35,7 @@ from avdd.distill.experts import ExpertSet
 from avdd.distill.registry import METHODS, MethodSpec, RunContext
 from avdd.distill.result import SyntheticSet
 from avdd.distill.spec import check, nested, setting
-from avdd.distill.synthetic import SyntheticRun, finish, init_order
+from avdd.distill.synthetic import ITERATIONS_HELP, SyntheticRun, finish, init_order
 from avdd.errors import AvddError
 from avdd.models.flat import Layout, parameter_layout, unflatten
 from avdd.models.fusion import AVClassifier, fusion_loss
@@ -49,7 +49,7 @@ class MTTConfig:
     """The settings of ``avdd distill --method mtt`` (defaults: see the README's MTT section)."""
 
     experts: str = field(default="", metadata=setting("expert trajectories from `avdd experts` (required)", PATH))
-    iterations: int = field(default=5000, metadata=setting("optimisation iterations"))
+    iterations: int = field(default=5000, metadata=setting(ITERATIONS_HELP))
     # the MTT reference's lr_img; on avdigits (20 iterations) 1000 gave 55 % where 100 gave 40 % (random: 37 %)
     lr: dict[str, float] = field(default_factory=lambda: {"audio": 1000.0, "frame": 1000.0},
                                  metadata=setting("synthetic-data learning rate per modality"))

@@ -39,6 +39,7 @@ INITS = ("random", "herding")
 # settings a resume may change: more iterations continue the run (fewer are refused), and how
 # often it checkpoints does not change what it computes
 MAY_CHANGE_ON_RESUME = ("iterations", "checkpoint_every")
+ITERATIONS_HELP = "optimisation iterations (0: the initialised set, unoptimised)"
 STATE_KEYS = ("iteration", "synthetic", "optimizer", "history", "settings", "data")
 
 
