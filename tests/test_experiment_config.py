@@ -86,7 +86,7 @@ def test_named_variants_set_several_settings_and_label_the_axis():
     (["grid.variant={a: {lambda_jm: -1}}"], r"grid.variant.a.lambda_jm=-1 \(must be a number ≥ 0\)"),
     (["intermediate.every=-1"], r"intermediate.every=-1 \(must be an integer ≥ 0\)"),
     (["distill.momentum=1.5"], r"distill.momentum=1.5 \(must be a number in \[0, 1\)\)"),
-    (["methods.dm.iterations=-1"], r"methods.dm.iterations=-1 \(must be an integer ≥ 1\)"),
+    (["methods.dm.iterations=-1"], r"methods.dm.iterations=-1 \(must be an integer ≥ 0\)"),
     (["retrieval.subsets=0"], r"retrieval.subsets=0 \(must be an integer ≥ 1\)"),
     (["evaluate.betas=5"], r"evaluate.betas=5 \(must be 2 numbers, each in \[0, 1\)\)"),
     (["distill.lr=5"], r"distill.lr=5 \(must be a mapping of modality names to numbers > 0"),

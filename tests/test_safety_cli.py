@@ -140,7 +140,7 @@ def test_a_bad_number_stops_distill_before_it_writes(store, tmp_path, capsys, un
     out = tmp_path / "out"
     line = usage_error(["distill", "--data", str(store), "--method", "dm", "--ipc", "1", "--iterations", "-1",
                         "--out", str(out)], capsys)
-    assert line == "avdd distill: error: argument --iterations: must be an integer ≥ 1, got '-1'"
+    assert line == "avdd distill: error: argument --iterations: must be an integer ≥ 0, got '-1'"
     assert not out.exists()
 
 
