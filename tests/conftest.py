@@ -125,3 +125,13 @@ def assert_one_networks_accuracy(accuracy: dict, test: Split) -> None:
     assert accuracy["mean"] == run and accuracy["std"] == 0.0
     correct = run * len(test)
     assert correct == pytest.approx(round(correct)) and 0 <= round(correct) <= len(test)
+
+
+def assert_real_samples_of_their_class(split: Split, modality: str, samples, labels) -> None:
+    """Each of ``samples`` (``modality``'s, any array type) is, within 1e-3 per element, a real sample
+    of ``split`` whose label is the sample's."""
+    real = np.asarray(split.arrays[modality], dtype=np.float32).reshape(len(split.labels), -1)
+    for sample, label in zip(np.asarray(samples, dtype=np.float32), np.asarray(labels), strict=True):
+        distances = np.abs(real - sample.reshape(1, -1)).max(1)
+        match = int(distances.argmin())
+        assert distances[match] < 1e-3 and int(split.labels[match]) == int(label)

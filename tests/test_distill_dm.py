@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import numpy as np
 import pytest
 import torch
 
@@ -15,7 +14,7 @@ from avdd.distill.matching import MatchingWeights, class_means, matching_terms, 
 from avdd.distill.synthetic import pack_tiles
 from avdd.errors import AvddError
 from avdd.training.factor import expand_tiles
-from conftest import assert_nan_stops_the_run, rename_modalities
+from conftest import assert_nan_stops_the_run, assert_real_samples_of_their_class, rename_modalities
 
 AV = ("audio", "frame")
 SMALL = {"width": 8, "grid": 2}
@@ -167,13 +166,7 @@ def test_nan_stops_with_iteration_and_term_and_keeps_the_checkpoint(tiny_store, 
 
 def test_init_takes_real_samples_of_each_class(tiny_store):
     run = make_run(tiny_store, factor=False)
-    split = tiny_store.split("train")
-    frames = run.stored()["frame"]
-    stored = torch.from_numpy(np.asarray(split.arrays["frame"], dtype=np.float32))
-    for i, label in enumerate(run.labels.tolist()):
-        distances = (stored - frames[i]).abs().flatten(1).max(1).values
-        match = int(distances.argmin())
-        assert float(distances[match]) < 1e-3 and int(split.labels[match]) == label
+    assert_real_samples_of_their_class(tiny_store.split("train"), "frame", run.stored()["frame"], run.labels)
 
 
 def test_too_large_ipc_is_a_clear_error(tiny_store):

@@ -14,7 +14,7 @@ from avdd.distill.experts import ExpertConfig, train_experts
 from avdd.distill.registry import METHODS
 from avdd.distill.result import LOG_FILE
 from avdd.errors import AvddError
-from conftest import TINY_EXPERTS, assert_one_networks_accuracy, rename_modalities
+from conftest import TINY_EXPERTS, assert_one_networks_accuracy, assert_real_samples_of_their_class, rename_modalities
 
 FAST = {
     "random": {},
@@ -73,12 +73,9 @@ def test_zero_iterations_save_the_initialised_set(tiny_store, tmp_path, method, 
 def test_zero_iterations_of_dm_without_factor_are_real_samples_of_each_class(tiny_store, tmp_path):
     saved = api.distill(tiny_store.path, tmp_path / "zero", "dm", modalities=("audio", "frame"), ipc=2,
                         progress=False, **{**FAST["dm"], "iterations": 0})
-    split, synthetic = tiny_store.split("train"), saved.split("train")
+    synthetic = saved.split("train")
     for m in ("audio", "frame"):
-        real = np.asarray(split.arrays[m], dtype=np.float32).reshape(len(split.labels), -1)
-        for sample, label in zip(np.asarray(synthetic.arrays[m], dtype=np.float32), synthetic.labels, strict=True):
-            distances = np.abs(real - sample.reshape(1, -1)).max(1)
-            assert distances.min() < 1e-3 and split.labels[int(distances.argmin())] == label
+        assert_real_samples_of_their_class(tiny_store.split("train"), m, synthetic.arrays[m], synthetic.labels)
 
 
 @pytest.mark.parametrize("method", ["random", "herding", "kcenter"])
