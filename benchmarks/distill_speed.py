@@ -55,7 +55,7 @@ def measure(args: argparse.Namespace) -> dict:
         retain_freed_memory()  # what the avdd command does
     store = open_store(args.store)
     config = MatchingConfig(iterations=10**9, batch_real=args.real_batch, weights=MatchingWeights(1, 10, 10),
-                            factor=False, autocast=args.autocast)
+                            factor=1, autocast=args.autocast)
     run = MatchingRun(store.split("train"), ("audio", "frame"), args.ipc, 0, config, args.device)
     device = torch.device(args.device)
     step: Callable[[], object] = run.step

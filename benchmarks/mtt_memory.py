@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument("--experts", required=True)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--ipc", type=int, default=1)
-    parser.add_argument("--factor", action="store_true")
+    parser.add_argument("--factor", type=int, default=1, help="tiles per side of a stored sample (default 1: none)")
     parser.add_argument("--syn-steps", default="10,20,40", help="comma-separated values to measure")
     parser.add_argument("--batch-syn", default="0", help="comma-separated values to measure (0 = all)")
     parser.add_argument("--expert-epochs", type=int, default=2)
@@ -73,7 +73,7 @@ def main() -> None:
         print(json.dumps(measure(args)))
         return
     shared = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
-              if k not in ("syn_steps", "batch_syn", "child", "factor")] + (["--factor"] if args.factor else [])
+              if k not in ("syn_steps", "batch_syn", "child")]
     print(f"device={args.device} ipc={args.ipc} factor={args.factor} iterations={args.iterations}")
     print("| syn_steps | batch_syn | s/it | base GB | peak GB | peak - base GB |")
     print("| --- | --- | --- | --- | --- | --- |")

@@ -100,7 +100,7 @@ def avdd_iteration(store: Path, recorder: Recorder, lam: float, batch_real: int,
     """avdd's iteration 0 from the authors' initial set with their draws; its optimizer steps recorded."""
     train = open_store(store).split("train")
     config = MatchingConfig(iterations=1, lr={"audio": 0.2, "frame": 0.2}, momentum=0.5, batch_real=batch_real,
-                            weights=MatchingWeights(1.0, lam, lam), factor=True, init="random", protocol="reference")
+                            weights=MatchingWeights(1.0, lam, lam), factor=2, init="random", protocol="reference")
     run = MatchingRun(train, ("audio", "frame"), 1, 0, config)
     run.quirks = dataclasses.replace(run.quirks, class_steps=class_steps)
     with torch.no_grad():

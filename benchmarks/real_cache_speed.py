@@ -9,8 +9,8 @@ step (the synthetic side: forward, backward, update) and each variant's peak mem
 "cold" fills the cache (computes and writes every mean), then "uncached" and "warm" (every mean
 read) run, each ``--repeats`` times, alternating, so that a change of the machine's load shows as
 a spread between the repeats. Each variant runs in its own process: max RSS is its own. Audio-visual AVDD weights
-(1, 10, 10), random init, the avdd command's allocator setting; ``--factor`` decodes each stored
-sample into 4 (AVDD's default, 4× the synthetic side).
+(1, 10, 10), random init, the avdd command's allocator setting; ``--factor N`` decodes each stored
+sample into N² (AVDD's default 2: 4× the synthetic side; 1: off).
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--real-batch", type=int, default=64)
     parser.add_argument("--ipc", type=int, default=1)
-    parser.add_argument("--factor", action="store_true", help="the factor parametrisation (default: none)")
+    parser.add_argument("--factor", type=int, default=1, help="tiles per side of a stored sample (default 1: none)")
     parser.add_argument("--iterations", type=int, default=5, help="timed iterations, after one warm-up")
     parser.add_argument("--repeats", type=int, default=2, help="uncached/warm pairs")
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
@@ -95,7 +95,7 @@ def main() -> None:
         for variant in ["cold"] + ["uncached", "warm"] * args.repeats:
             cmd = [sys.executable, __file__, "--variant", variant, "--cache", cache, "--data", data,
                    "--device", args.device, "--real-batch", str(args.real_batch), "--ipc", str(args.ipc),
-                   "--iterations", str(args.iterations), *(["--factor"] if args.factor else [])]
+                   "--iterations", str(args.iterations), "--factor", str(args.factor)]
             rows.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout))
     print(f"data={args.data or 'random ' + args.shapes} device={args.device} real_batch={args.real_batch} "
           f"ipc={args.ipc} factor={args.factor} iterations={args.iterations} threads={torch.get_num_threads()}")

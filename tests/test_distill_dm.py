@@ -11,9 +11,7 @@ from avdd.data.augment import Draw
 from avdd.distill import dm
 from avdd.distill.dm import MatchingConfig, MatchingRun
 from avdd.distill.matching import MatchingWeights, class_means, matching_terms, weighted_total
-from avdd.distill.synthetic import pack_tiles
 from avdd.errors import AvddError
-from avdd.training.factor import expand_tiles
 from conftest import assert_nan_stops_the_run, assert_real_samples_of_their_class, rename_modalities
 
 AV = ("audio", "frame")
@@ -21,23 +19,13 @@ SMALL = {"width": 8, "grid": 2}
 
 
 def config(**kw) -> MatchingConfig:
-    base = MatchingConfig(iterations=3, batch_real=5, weights=MatchingWeights(1, 10, 10), factor=True,
+    base = MatchingConfig(iterations=3, batch_real=5, weights=MatchingWeights(1, 10, 10), factor=2,
                           encoder=SMALL, checkpoint_every=2)
     return replace(base, **kw)
 
 
 def make_run(store, **kw) -> MatchingRun:
     return MatchingRun(store.split("train"), AV, ipc=2, seed=0, config=config(**kw))
-
-
-def test_packed_tiles_decode_in_the_order_they_were_packed():
-    x = torch.randn(8, 3, 8, 6)  # 2 stored samples × 4 tiles, tile-major
-    stored = pack_tiles(x)
-    assert stored.shape == (2, 3, 8, 6)
-    small = torch.nn.functional.interpolate(x, size=(4, 3), mode="area")
-    torch.testing.assert_close(stored[1, :, 4:, :3], small[2 * 2 + 1])  # tile (1, 0) of sample 1
-    expected = torch.nn.functional.interpolate(small, size=(8, 6), mode="bilinear", align_corners=False)
-    torch.testing.assert_close(expand_tiles(stored), expected)
 
 
 def test_gradients_reach_only_the_right_class(tiny_store):
@@ -159,18 +147,35 @@ def test_resume_with_another_configuration_is_refused(tiny_store, tmp_path):
         other.load_state(ck)
 
 
+@pytest.mark.parametrize(("saved", "factor", "resumes"), [(True, 2, True), (False, 1, True), (True, 1, False)])
+def test_checkpoints_saying_factor_true_or_false_resume_as_factor_2_or_1(tiny_store, tmp_path, saved, factor, resumes):
+    # checkpoints written before the factor was an integer hold true/false
+    ck = tmp_path / "ck.pt"
+    make_run(tiny_store, iterations=2).run(checkpoint=ck, progress=False)
+    state = torch.load(ck, weights_only=False)
+    state["settings"]["factor"] = saved
+    torch.save(state, ck)
+    run = make_run(tiny_store, iterations=3, factor=factor)
+    if resumes:
+        run.load_state(ck)
+        assert run.iteration == 2
+    else:
+        with pytest.raises(AvddError, match="factor: checkpoint has 2, now 1"):
+            run.load_state(ck)
+
+
 def test_nan_stops_with_iteration_and_term_and_keeps_the_checkpoint(tiny_store, tmp_path):
     assert_nan_stops_the_run(lambda n: make_run(tiny_store, iterations=n), tmp_path / "ck.pt", 4, "frame",
                              "iteration 4: the 'base' loss term is nan")
 
 
 def test_init_takes_real_samples_of_each_class(tiny_store):
-    run = make_run(tiny_store, factor=False)
+    run = make_run(tiny_store, factor=1)
     assert_real_samples_of_their_class(tiny_store.split("train"), "frame", run.stored()["frame"], run.labels)
 
 
 def test_too_large_ipc_is_a_clear_error(tiny_store):
-    with pytest.raises(AvddError, match="fewer than IPC × tiles = 48; lower --ipc or pass --no-factor"):
+    with pytest.raises(AvddError, match="fewer than IPC × tiles = 48; lower --ipc or --factor"):
         MatchingRun(tiny_store.split("train"), AV, ipc=12, seed=0, config=config())
 
 

@@ -6,7 +6,10 @@ import json
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 
+import avdd
 from avdd.cli import main
 from avdd.data.store import open_store
 from avdd.distill import api
@@ -14,7 +17,13 @@ from avdd.distill.experts import ExpertConfig, train_experts
 from avdd.distill.registry import METHODS
 from avdd.distill.result import LOG_FILE
 from avdd.errors import AvddError
-from conftest import TINY_EXPERTS, assert_one_networks_accuracy, assert_real_samples_of_their_class, rename_modalities
+from conftest import (
+    TINY_EXPERTS,
+    assert_one_networks_accuracy,
+    assert_real_samples_of_their_class,
+    make_tiny_store,
+    rename_modalities,
+)
 
 FAST = {
     "random": {},
@@ -157,3 +166,47 @@ def test_every_method_runs_on_modalities_of_any_name(tiny_store, tmp_path, metho
     saved = api.distill(renamed.path, tmp_path / method, method, modalities=modalities, ipc=1, seed=1,
                         progress=False, **FAST[method], **experts)
     assert {m: spec.kind for m, spec in saved.modalities.items()} == {"sound": "spectrogram", "rgb": "image"}
+
+
+@pytest.fixture(scope="module")
+def sixteen_per_class(tmp_path_factory):
+    """A tiny store with 16 train samples per class: enough for IPC 1 at factor 4 (16 tiles)."""
+    return make_tiny_store(tmp_path_factory.mktemp("sixteen") / "store", train_per_class=16)
+
+
+@pytest.mark.parametrize("method", ["dm", "avdd", "mtt", "avdd-plus"])
+def test_factor_4_stores_16_tiles_per_sample_that_evaluation_decodes(sixteen_per_class, tmp_path, method, request):
+    out = tmp_path / method
+    api.distill(sixteen_per_class.path, out, method, modalities=("audio", "frame"), ipc=1, progress=False,
+                **{**settings_for(method, request), "factor": 4})
+    saved = open_store(out)
+    assert saved.provenance["factor"] == 4 and saved.split_sizes == {"train": sixteen_per_class.num_classes}
+    data = avdd.load(out)
+    assert len(data) == 16 * sixteen_per_class.num_classes
+    assert data.labels.tolist() == list(range(sixteen_per_class.num_classes)) * 16  # tile-major
+
+
+def test_factor_4_initialises_each_tile_from_a_distinct_real_sample_of_its_class(sixteen_per_class, tmp_path):
+    saved = api.distill(sixteen_per_class.path, tmp_path / "zero", "dm", modalities=("audio", "frame"), ipc=1,
+                        progress=False, **{**FAST["dm"], "iterations": 0, "factor": 4})
+    stored = torch.tensor(saved.split("train").arrays["frame"], dtype=torch.float32)  # (classes, 3, 8, 8): 2 x 2 tiles
+    train = sixteen_per_class.split("train")
+    real = torch.tensor(train.arrays["frame"], dtype=torch.float32)
+    for c in range(sixteen_per_class.num_classes):
+        shrunk = F.avg_pool2d(real[train.labels == c], 4)  # every real sample of the class, shrunk to a tile
+        found = set()
+        for i in range(4):
+            for j in range(4):
+                tile = stored[c, :, 2 * i : 2 * i + 2, 2 * j : 2 * j + 2]
+                matches = [k for k in range(len(shrunk)) if torch.allclose(shrunk[k], tile, atol=1e-3)]
+                assert matches, f"class {c}, tile ({i}, {j}) is no real sample of its class"
+                found.add(matches[0])
+        assert len(found) == 16
+
+
+def test_a_factor_that_does_not_divide_the_sides_is_one_error_line_before_any_work(tiny_store, tmp_path, capsys):
+    code = main(["distill", "--data", str(tiny_store.path), "--method", "avdd", "--ipc", "1", "--factor", "3",
+                 "--out", str(tmp_path / "x"), "-q"])
+    assert code == 1 and not (tmp_path / "x").exists()
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "avdd: error: audio: factor 3 needs sides divisible by 3, got 16x12")

@@ -205,7 +205,7 @@ def test_the_ablation_covers_init_factor_and_matching_terms():
     cells = expand(load_experiment(CONFIG_DIR / "ablation.yaml", ["grid.ipc=[1]"]))
     assert len(cells) == 2 * 2 * 5
     assert {(c.settings["init"], c.settings["factor"]) for c in cells} == {
-        ("random", False), ("random", True), ("herding", False), ("herding", True)}
+        ("random", 1), ("random", 2), ("herding", 1), ("herding", 2)}
     without_base = [c for c in cells if c.labels["matching"] == "JM + MGM"]
     assert len(without_base) == 4 and all(c.method_settings()["lambda_base"] == 0 for c in without_base)
 

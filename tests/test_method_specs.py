@@ -106,8 +106,8 @@ def test_per_modality_values_add_to_the_default_mapping():
 def test_avdd_is_dm_with_other_defaults():
     assert [s.name for s in settings_of(AVDDSettings)] == [s.name for s in settings_of(DMSettings)]
     avdd, dm = AVDDSettings().config(), DMSettings().config()
-    assert (avdd.weights.joint, avdd.weights.gap, avdd.factor, avdd.init) == (10.0, 10.0, True, "herding")
-    assert (dm.weights.joint, dm.weights.gap, dm.factor, dm.init) == (0.0, 0.0, False, "random")
+    assert (avdd.weights.joint, avdd.weights.gap, avdd.factor, avdd.init) == (10.0, 10.0, 2, "herding")
+    assert (dm.weights.joint, dm.weights.gap, dm.factor, dm.init) == (0.0, 0.0, 1, "random")
 
 
 def test_a_numeric_setting_without_a_range_is_refused_at_declaration():

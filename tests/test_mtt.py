@@ -120,9 +120,9 @@ def test_cli_distill_mtt_then_evaluate(tiny_store, tiny_experts, tmp_path, capsy
             "--syn-steps", "2", "--expert-epochs", "1", "--max-start-epoch", "1", "--out", str(out), "-q"]
     assert main(base) == 1
     assert "needs --experts DIR" in capsys.readouterr().err
-    assert main([*base, "--experts", str(tiny_experts.path), "--factor"]) == 0
+    assert main([*base, "--experts", str(tiny_experts.path), "--factor", "2"]) == 0
     saved = open_store(out)
-    assert saved.split_sizes == {"train": tiny_store.num_classes} and saved.provenance["factor"] is True
+    assert saved.split_sizes == {"train": tiny_store.num_classes} and saved.provenance["factor"] == 2
     assert saved.provenance["mtt"]["experts"] == str(tiny_experts.path.resolve())
     # the step size starts at the experts' rate and is learned
     assert saved.provenance["mtt"]["final_step_size"] != pytest.approx(tiny_experts.config.lr, rel=1e-4)

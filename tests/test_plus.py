@@ -39,7 +39,7 @@ WIDTH = 8  # the tiny experts' (conftest.TINY_EXPERTS)
 
 
 def config(**kw) -> PlusConfig:
-    base = PlusConfig(iterations=3, batch_real=5, weights=MatchingWeights(1, 10, 10), factor=True,
+    base = PlusConfig(iterations=3, batch_real=5, weights=MatchingWeights(1, 10, 10), factor=2,
                       encoder={"width": WIDTH}, checkpoint_every=2, mix_min=0.2, mix_max=1.0, lambda_ce=100.0,
                       lambda_dist=10.0, lambda_pair=10.0)  # every term on, whatever the defaults
     return replace(base, **kw)
@@ -420,7 +420,7 @@ def test_random_encoders_with_the_trained_cross_entropy_read_the_real_means_from
 
 def test_settings_have_avdds_defaults_and_refuse_what_cannot_work(tiny_store):
     settings = PlusSettings()
-    assert (settings.lambda_jm, settings.lambda_mgm, settings.factor, settings.init) == (10.0, 10.0, True, "herding")
+    assert (settings.lambda_jm, settings.lambda_mgm, settings.factor, settings.init) == (10.0, 10.0, 2, "herding")
     with pytest.raises(AvddError, match="mix_min=0.8 above mix_max=0.5"):
         config(mix_min=0.8, mix_max=0.5)
     with pytest.raises(AvddError, match="distance='l2'"):

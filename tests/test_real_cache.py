@@ -23,7 +23,7 @@ from conftest import make_tiny_store
 from test_distributed import AV, DISTILL, SETTINGS, assert_same_arrays, one_thread, torchrun
 from test_runner import experiment
 
-BASE = MatchingConfig(iterations=3, batch_real=5, weights=MatchingWeights(1, 10, 10), factor=True,
+BASE = MatchingConfig(iterations=3, batch_real=5, weights=MatchingWeights(1, 10, 10), factor=2,
                       encoder={"width": 8, "grid": 2}, checkpoint_every=2)
 BOUND = 1 << 30
 KEY = "a" * 64
@@ -80,7 +80,7 @@ def test_cold_and_warm_caches_give_the_uncached_run_bit_for_bit(tiny_store, tmp_
     assert_same_run(warm, uncached)
 
 
-@pytest.mark.parametrize("warmer", [{"ipc": 1}, {"factor": False}, {"herding": True},
+@pytest.mark.parametrize("warmer", [{"ipc": 1}, {"factor": 1}, {"herding": True},
                                     {"weights": MatchingWeights(1, 0, 0), "lr": {"audio": 1.0, "frame": 0.1}}],
                          ids=["ipc", "factor", "init", "dm-weights"])
 def test_a_cache_warmed_by_other_synthetic_settings_serves_a_run_unchanged(tiny_store, tmp_path, computed, warmer):

@@ -22,7 +22,7 @@ AV = ("audio", "frame")
 
 
 def make_run(store, **kw) -> MatchingRun:
-    base = MatchingConfig(iterations=3, batch_real=5, weights=MatchingWeights(1, 10, 10), factor=True,
+    base = MatchingConfig(iterations=3, batch_real=5, weights=MatchingWeights(1, 10, 10), factor=2,
                           encoder={"width": 8, "grid": 2}, checkpoint_every=2, protocol="reference",
                           lr={"audio": 0.05, "frame": 0.2})
     return MatchingRun(store.split("train"), AV, ipc=2, seed=0, config=replace(base, **kw))
@@ -92,7 +92,7 @@ def db_store(tmp_path_factory):
 
 
 def test_spectrograms_are_learned_in_stored_units_and_saved_back(db_store):
-    run, clean = make_run(db_store, factor=False), make_run(db_store, factor=False, protocol="clean")
+    run, clean = make_run(db_store, factor=1), make_run(db_store, factor=1, protocol="clean")
     assert run.raw == ("audio",) and clean.raw == ()
     info = db_store.modalities["audio"]
     # the same picks: the reference's are the stored values, the clean run's normalised

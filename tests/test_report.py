@@ -60,7 +60,7 @@ def factorised(spoken, tmp_path_factory):
     data = {m: torch.from_numpy(np.asarray(split.arrays[m][index], dtype=np.float32)) for m in SPECS}
     log = {"losses": [{"iteration": i, "base": 10.0 / i, "joint": 5.0 / i, "total": 15.0 / i} for i in range(1, 6)],
            "evaluations": [{"iteration": i, "mean": 0.5 + 0.05 * i, "std": 0.01, "runs": [0.5]} for i in (0, 5)]}
-    synthetic = SyntheticSet(data, torch.tensor([0, 1]), factor=True, log=log)
+    synthetic = SyntheticSet(data, torch.tensor([0, 1]), factor=2, log=log)
     return save_synthetic(synthetic, tmp_path_factory.mktemp("sets") / "avdd-like", spoken,
                           provenance={"method": "avdd", "ipc": 1, "seed": 0, "modalities": ["audio", "frame"]})
 

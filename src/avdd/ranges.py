@@ -127,6 +127,7 @@ RANGES: dict[str, Spec] = {
                      "log_every", "jobs", "pool_networks", "pool_epochs", "cf_frequencies"), COUNT),
     **dict.fromkeys(("seed", "eval_every", "batch_syn", "max_start_epoch", "real_chunk", "synthetic_group",
                      "pairing_seed", "split_seed", "networks_together", "warmup"), INDEX),
+    "factor": COUNT,  # tiles per side of a stored sample (1: no factor parametrisation)
     "iterations": INDEX,  # distillation steps; 0 keeps the initialised set (to measure the initialisation)
     **dict.fromkeys(("step_size", "lr_step_size", "lr_head", "lr_encoder_default", "lr_default", "expert_lr",
                      "cf_sigma"), RATE),
@@ -141,7 +142,7 @@ RANGES: dict[str, Spec] = {
     **dict.fromkeys(("lr", "lr_encoder"), PerModality(RATE)),
     **dict.fromkeys(("method", "fusion", "init", "dsa_strategy", "autocast", "embed_source", "space",
                      "protocol", "encoder", "norm", "activation", "pooling"), TEXT),
-    **dict.fromkeys(("factor", "dsa", "channels_last", "float16"), FLAG),
+    **dict.fromkeys(("dsa", "channels_last", "float16"), FLAG),
     "log": Choice(("none", "tensorboard", "wandb")),  # experiment trackers (avdd/tracking.py)
 }
 

@@ -36,7 +36,6 @@ from avdd.ranges import RANGES, Choice, check_settings
 from avdd.report.figures import class_grid_figure
 from avdd.report.samples import class_samples
 from avdd.report.sonify import audible_modality, spectrogram_to_waveform, within_full_scale
-from avdd.training.factor import FACTOR
 
 LOG_EVERY = 100  # iterations between sample grids and sounds (losses: every iteration)
 SOUND_ITERATIONS = 32  # Griffin-Lim iterations per logged sound: enough to hear a class, cheap to run
@@ -173,7 +172,7 @@ class Tracker:
         """A grid per modality and, for front-end audio (not a test store's), each class's first sample as sound."""
         def log(backend: Backend) -> None:
             # up to one factorised sample's tiles per class: a grid that stays readable at any IPC
-            samples = class_samples(stored, labels, store.class_names, factor, max_per_class=FACTOR**2)
+            samples = class_samples(stored, labels, store.class_names, factor, max_per_class=factor**2)
             for modality in stored:
                 fig = class_grid_figure(samples, store, modality, f"{self.name}: {modality}, iteration {step}")
                 canvas = FigureCanvasAgg(fig)
@@ -204,7 +203,7 @@ class Tracker:
                 values |= {"intermediate/accuracy": evaluation["mean"], "intermediate/std": evaluation["std"]}
             self.scalars(values, step)
             if step % self.every == 0 or step == run.config.iterations:
-                self.samples(store, run.stored(), run.labels, FACTOR if run.config.factor else 1, step)
+                self.samples(store, run.stored(), run.labels, run.config.factor, step)
 
         return hook
 

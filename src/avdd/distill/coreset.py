@@ -107,7 +107,7 @@ def coreset_set(store: Store, modalities: Sequence[str], orders: list[np.ndarray
         _refuse_non_finite(store, m, samples, index)
     labels = torch.from_numpy(np.asarray(split.labels[index]))
     order_json = {store.class_names[c]: o[:ipc].tolist() for c, o in enumerate(orders)}
-    return SyntheticSet(data, labels, factor=False, details={**details, "selection": order_json})
+    return SyntheticSet(data, labels, details={**details, "selection": order_json})
 
 
 def _refuse_non_finite(store: Store, modality: str, samples: torch.Tensor, index: np.ndarray) -> None:

@@ -29,13 +29,21 @@ from avdd.distill.real_cache import RealMeanCache, cache_key
 from avdd.distill.registry import METHODS, MethodSpec, RunContext
 from avdd.distill.result import SyntheticSet
 from avdd.distill.spec import nested, setting, with_defaults
-from avdd.distill.synthetic import ITERATIONS_HELP, SyntheticRun, finish, init_order, samples_per_stored
+from avdd.distill.synthetic import (
+    FACTOR_HELP,
+    ITERATIONS_HELP,
+    SyntheticRun,
+    finish,
+    init_order,
+    samples_per_stored,
+)
 from avdd.distributed import balanced_shards, current, main_first
 from avdd.errors import AvddError
 from avdd.models.convnet import DEFAULT_ENCODER, ENCODERS, ConvNetConfig, reference_config
 from avdd.models.init import init_parameters
 from avdd.ranges import PATH, check_fields
 from avdd.seeding import generator
+from avdd.training.factor import PAPER_FACTOR
 from avdd.training.protocol import PROTOCOLS
 
 AUTOCAST_MODES = ("auto", "off", "bf16", "fp16")
@@ -59,7 +67,7 @@ class DMSettings:
     lambda_base: float = field(default=1.0, metadata=setting("weight of the per-modality DM term (0 switches it off)"))
     lambda_jm: float = field(default=0.0, metadata=setting("weight of joint matching"))
     lambda_mgm: float = field(default=0.0, metadata=setting("weight of modality-gap matching"))
-    factor: bool = field(default=False, metadata=setting("factor parametrisation: 4 tiles per stored sample"))
+    factor: int = field(default=1, metadata=setting(FACTOR_HELP))
     init: str = field(default="random", metadata=setting("initialisation: random real samples, or herding order"))
     dsa_strategy: str = field(default=REFERENCE_STRATEGY, metadata=setting("augmentation ops joined by _"))
     protocol: str = field(default="clean", metadata=setting(
@@ -89,7 +97,7 @@ class DMSettings:
 
 
 # the reference AVDD: herding init, factor, joint and modality-gap matching
-AVDD_DEFAULTS: dict[str, Any] = {"lambda_jm": 10.0, "lambda_mgm": 10.0, "factor": True, "init": "herding"}
+AVDD_DEFAULTS: dict[str, Any] = {"lambda_jm": 10.0, "lambda_mgm": 10.0, "factor": PAPER_FACTOR, "init": "herding"}
 AVDDSettings = with_defaults(DMSettings, "AVDDSettings", "The settings of ``avdd distill --method avdd``.",
                              **AVDD_DEFAULTS)
 
@@ -105,7 +113,7 @@ class MatchingConfig:
     momentum: float = DMSettings.momentum
     batch_real: int = DMSettings.batch_real
     weights: MatchingWeights = field(default_factory=MatchingWeights)
-    factor: bool = True
+    factor: int = PAPER_FACTOR
     init: str = "random"  # "random" real samples, or "herding" order (from distill/coreset)
     dsa_strategy: str = DMSettings.dsa_strategy
     protocol: str = DMSettings.protocol  # avdd.training.protocol.PROTOCOLS

@@ -35,7 +35,7 @@ from avdd.distill.experts import ExpertSet
 from avdd.distill.registry import METHODS, MethodSpec, RunContext
 from avdd.distill.result import SyntheticSet
 from avdd.distill.spec import check, nested, setting
-from avdd.distill.synthetic import ITERATIONS_HELP, SyntheticRun, finish, init_order
+from avdd.distill.synthetic import FACTOR_HELP, ITERATIONS_HELP, SyntheticRun, finish, init_order
 from avdd.errors import AvddError
 from avdd.models.flat import Layout, parameter_layout, unflatten
 from avdd.models.fusion import AVClassifier, fusion_loss
@@ -67,7 +67,7 @@ class MTTConfig:
     # learning rate of log(step size): the reference's lr_lr (1e-7 to 1e-5 on the raw rate ~0.01) is 1e-3 to
     # 1e-1 on its log; on avdigits (20 iterations, lr 1000) 0.1 gave 60 % where 1e-3 gave 55 %
     lr_step_size: float = field(default=0.1, metadata=setting("learning rate of log(step size)"))
-    factor: bool = field(default=False, metadata=setting("factor parametrisation: 4 tiles per stored sample"))
+    factor: int = field(default=1, metadata=setting(FACTOR_HELP))
     init: str = field(default="random", metadata=setting("initialisation: random real samples, or herding order"))
     dsa_strategy: str = field(default=REFERENCE_STRATEGY, metadata=setting("augmentation ops joined by _"))
     checkpoint_every: int = field(default=100, metadata=setting("iterations between checkpoints"))

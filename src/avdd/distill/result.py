@@ -27,12 +27,13 @@ LOG_FILE = "distill_log.json"
 class SyntheticSet:
     """Stored samples per modality (in the source's stored units), their labels, and how to use them.
 
-    ``factor``: each stored sample holds 2×2 tiles that train as 4 samples (see distill/factor.py).
+    ``factor``: each stored sample holds factor × factor tiles that train as factor² samples (see
+    training/factor.py; 1: none).
     """
 
     data: dict[str, torch.Tensor]
     labels: torch.Tensor
-    factor: bool = False
+    factor: int = 1
     details: dict[str, Any] = field(default_factory=dict)  # method-specific provenance
     log: dict[str, Any] = field(default_factory=dict)  # per-iteration losses, evaluations (saved beside)
 

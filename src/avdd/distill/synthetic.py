@@ -12,7 +12,6 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from avdd.data.store import Split, Store
@@ -30,7 +29,7 @@ from avdd.distill.embedding import EmbeddingConfig
 from avdd.distill.result import SyntheticSet
 from avdd.errors import AvddError
 from avdd.seeding import generator
-from avdd.training.factor import FACTOR, expand_tiles
+from avdd.training.factor import expand_tiles, pack_tiles, tile_size, tiles_per_side
 from avdd.training.inputs import network_inputs, to_stored
 from avdd.training.protocol import PROTOCOLS
 from avdd.training.protocol import Protocol as Quirks
@@ -40,6 +39,8 @@ INITS = ("random", "herding")
 # often it checkpoints does not change what it computes
 MAY_CHANGE_ON_RESUME = ("iterations", "checkpoint_every")
 ITERATIONS_HELP = "optimisation iterations (0: the initialised set, unoptimised)"
+FACTOR_HELP = ("factor parametrisation: each stored sample holds N×N tiles, each decoded into a full-size "
+               "sample (1: off; AVDD's 2: 4 samples per stored one)")
 STATE_KEYS = ("iteration", "synthetic", "optimizer", "history", "settings", "data")
 
 
@@ -60,7 +61,7 @@ class SyntheticConfig(Protocol):
     @property
     def momentum(self) -> float: ...
     @property
-    def factor(self) -> bool: ...
+    def factor(self) -> int: ...  # tiles per side of a stored sample (1: off)
     @property
     def init(self) -> str: ...
     @property
@@ -72,22 +73,19 @@ class SyntheticConfig(Protocol):
 
 
 def samples_per_stored(config: SyntheticConfig) -> int:
-    """How many training samples one stored synthetic sample decodes into (factor² tiles, or 1)."""
-    return FACTOR * FACTOR if config.factor else 1
+    """How many training samples one stored synthetic sample decodes into (factor² tiles)."""
+    return config.factor * config.factor
 
 
-def pack_tiles(samples: torch.Tensor, factor: int = FACTOR) -> torch.Tensor:
-    """Inverse of the factor decoding for initialisation: factor² real samples (tile-major, as
-    ``expand_tiles`` outputs them) shrunk into the tiles of one stored sample each."""
-    n = samples.shape[0] // (factor * factor)
-    _, c, h, w = samples.shape
-    th, tw = h // factor, w // factor
-    small = F.interpolate(samples, size=(th, tw), mode="area")
-    stored = torch.zeros(n, c, h, w, dtype=samples.dtype, device=samples.device)
-    for k in range(factor * factor):
-        i, j = divmod(k, factor)
-        stored[:, :, i * th : (i + 1) * th, j * tw : (j + 1) * tw] = small[k * n : (k + 1) * n]
-    return stored
+def check_tiles(store: Store, modalities: Sequence[str], factor: int) -> None:
+    """Refuse, before any work, a factor whose tiles do not divide a modality's sample sides."""
+    for m in modalities:
+        if factor > 1 and m in store.modalities:  # an unknown modality is refused where it is read
+            h, w = store.modalities[m].shape[-2:]
+            try:
+                tile_size(h, w, factor)
+            except AvddError as e:
+                raise AvddError(f"{m}: {e}") from None
 
 
 def init_order(
@@ -98,6 +96,7 @@ def init_order(
     ``init = herding``; None for random real samples."""
     if config.init not in INITS:
         raise AvddError(f"unknown init {config.init!r}; known: {', '.join(INITS)}")
+    check_tiles(store, modalities, config.factor)
     if config.init == "random":
         return None
     return selection_orders(store, modalities, "herding", ipc * samples_per_stored(config), embedding, device=device,
@@ -127,6 +126,7 @@ class SyntheticRun:
         if missing:
             have = ", ".join(train.store.modalities)
             raise AvddError(f"{train.store.path}: no modality {missing[0]!r} (has: {have})")
+        check_tiles(train.store, self.modalities, config.factor)
         self.tiles = samples_per_stored(config)
         self.quirks = quirks
         self.raw = quirks.raw_modalities(train.store, self.modalities)  # learned in stored units, not normalised
@@ -149,7 +149,7 @@ class SyntheticRun:
             if len(pool) < need:
                 raise AvddError(
                     f"class {self.train.store.class_names[c]!r} has {len(pool)} training samples, fewer than "
-                    f"IPC × tiles = {need}; lower --ipc" + (" or pass --no-factor" if self.tiles > 1 else "")
+                    f"IPC × tiles = {need}; lower --ipc" + (" or --factor" if self.tiles > 1 else "")
                 )
             if init_order is not None:
                 picks.append(np.asarray(init_order[c][:need]))
@@ -163,7 +163,7 @@ class SyntheticRun:
         for m, x in real.items():
             if self.tiles > 1:
                 per_class = x.view(len(self.classes), self.tiles * self.ipc, *x.shape[1:])
-                x = torch.cat([pack_tiles(chunk) for chunk in per_class])
+                x = torch.cat([pack_tiles(chunk, self.config.factor) for chunk in per_class])
             synthetic[m] = x.detach().clone().requires_grad_(True)
         return synthetic
 
@@ -180,7 +180,7 @@ class SyntheticRun:
             return {m: x[rows] for m, x in self.synthetic.items()}
         out = {}
         for m, x in self.synthetic.items():
-            tiles = expand_tiles(x[rows]).view(self.tiles, stop - first, self.ipc, *x.shape[1:])
+            tiles = expand_tiles(x[rows], self.config.factor).view(self.tiles, stop - first, self.ipc, *x.shape[1:])
             out[m] = tiles.transpose(0, 1).reshape(-1, *x.shape[1:])
         return out
 
@@ -289,7 +289,10 @@ class SyntheticRun:
         if not (isinstance(done, int) and done >= 0 and isinstance(state["history"], list)
                 and isinstance(state["settings"], dict)):
             raise AvddError(f"{path}: damaged checkpoint (iteration {done!r}); delete it to start over")
-        check_resumable(path, state["settings"], self.run_settings())
+        saved = state["settings"]
+        if "factor" in saved:  # checkpoints from before the factor was an integer hold true/false
+            saved = {**saved, "factor": tiles_per_side(saved["factor"], f"{path}: settings.factor")}
+        check_resumable(path, saved, self.run_settings())
         if done > self.config.iterations:
             raise AvddError(f"{path}: has run {done} iterations, more than --iterations {self.config.iterations}; "
                             f"resume with --iterations {done} or more (the set would be trained longer than "

@@ -34,6 +34,7 @@ from avdd.report.html import Sample, Section, render_page
 from avdd.report.projection import project
 from avdd.report.samples import ClassSamples, training_samples, view
 from avdd.report.sonify import write_clips
+from avdd.training.factor import factor_of
 
 REPORT = "report.html"
 Log = Callable[[str], None]
@@ -44,7 +45,8 @@ def describe(store: Store) -> str:
     if "method" not in p:
         return f"{store.name} (not a distilled set)"
     modalities = "+".join(p.get("modalities", store.modalities))
-    factor = ", factorised (4 tiles per stored sample)" if p.get("factor") else ""
+    tiles = factor_of(store) ** 2
+    factor = f", factorised ({tiles} tiles per stored sample)" if tiles > 1 else ""
     return f"{p['method']}, IPC {p.get('ipc')}, {modalities}, seed {p.get('seed')}{factor}"
 
 
