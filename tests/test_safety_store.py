@@ -434,3 +434,12 @@ def test_a_factorised_set_is_refused_as_data(tmp_path, capsys, factor):
     with pytest.raises(AvddError, match=f"^{re.escape(message)}$"):  # experts train on --data too
         train_experts(factorised.path, tmp_path / "experts", ExpertConfig(num_experts=1, epochs=1), progress=False)
     assert snapshot(tmp_path) == before
+
+
+def test_a_damaged_reference_file_is_one_cli_line(tmp_path, capsys):
+    train, test = reference_files(tmp_path)
+    train.write_bytes(b"\x80\xf7" + bytes(range(256)))  # torch warns about the protocol before it fails
+    line = cli_error(capsys, ["prepare", "reference-pt", "--train", str(train), "--test", str(test),
+                              "--out", str(tmp_path / "out"), "-q"])
+    assert line.startswith(f"avdd: error: {train}: not a readable torch file (")
+    assert not (tmp_path / "out").exists()

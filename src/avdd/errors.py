@@ -11,3 +11,9 @@ def show_warning(message: Warning | str, category: type[Warning], *args: object,
     """A warning as one ``avdd: warning:`` line, like the errors (not Python's file:line and source);
     the CLI and ``avdd run``'s worker processes install it as ``warnings.showwarning``."""
     print(f"avdd: warning: {message}", file=sys.stderr)
+
+
+def first_line(err: BaseException) -> str:
+    """An exception's message as one line (an error message must not spill over several)."""
+    line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return line if len(line) <= 200 else line[:200] + "…"

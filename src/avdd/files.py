@@ -1,5 +1,5 @@
-"""Writing files so that a reader never sees half of one, and renaming folders into place without
-ever deleting what someone else put there."""
+"""Writing files so that a reader never sees half of one, renaming folders into place without
+ever deleting what someone else put there, and reading torch files that may not be ours."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
+
+import torch
 
 from avdd.errors import AvddError
 
@@ -108,3 +111,12 @@ def remove(path: Path) -> None:
 def write_json(path: Path, data: object, indent: int = 2) -> None:
     """``data`` as indented JSON at ``path``, atomically (see :func:`write_text_atomic`)."""
     write_text_atomic(path, json.dumps(data, indent=indent) + "\n")
+
+
+def load_untrusted(path: Path, *, mmap: bool = False) -> Any:
+    """``torch.load`` of a file that may be damaged or planted: tensors and plain values only (no code
+    runs), on the CPU. Torch's warnings about the bytes it reads (e.g. a "pickle protocol 247" in
+    garbage) are silenced: the caller judges the file by what this returns or raises, in one line."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)

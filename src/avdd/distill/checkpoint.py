@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from avdd.data.store import Store, array_file, labels_file
-from avdd.errors import AvddError
-from avdd.files import write_atomic
+from avdd.errors import AvddError, first_line
+from avdd.files import load_untrusted, write_atomic
 from avdd.formats import META_FILE
 
 PLAIN = (str, int, float, bool, type(None), torch.Tensor)
@@ -58,17 +58,11 @@ def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
     write_atomic(path, lambda f: torch.save(state, f))  # a full disk: the previous checkpoint stays
 
 
-def first_line(err: BaseException) -> str:
-    """An exception's message as one line (an error message must not spill over several)."""
-    line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-    return line if len(line) <= 200 else line[:200] + "…"
-
-
 def load_checkpoint(path: Path, *, mmap: bool = False, remedy: str = "delete it to start over") -> dict[str, Any]:
     """The state saved at ``path``, loaded without running any code it might hold; one AvddError
     line (ending in ``remedy``) for anything that is not a checkpoint: truncated, garbage, foreign."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        state = load_untrusted(path, mmap=mmap)
     except pickle.UnpicklingError:
         raise AvddError(f"{path}: not an avdd checkpoint (it holds objects other than tensors and plain values, "
                         f"which could run code, so it was not loaded); {remedy}") from None

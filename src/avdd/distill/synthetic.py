@@ -18,7 +18,6 @@ from avdd.data.store import Split, Store
 from avdd.distill.checkpoint import (
     Interrupted,
     check_resumable,
-    first_line,
     interrupts_deferred,
     load_checkpoint,
     save_checkpoint,
@@ -27,7 +26,7 @@ from avdd.distill.checkpoint import (
 from avdd.distill.coreset import selection_orders
 from avdd.distill.embedding import EmbeddingConfig
 from avdd.distill.result import SyntheticSet
-from avdd.errors import AvddError
+from avdd.errors import AvddError, first_line
 from avdd.seeding import generator
 from avdd.training.factor import expand_tiles, pack_tiles, tile_size, tiles_per_side
 from avdd.training.inputs import network_inputs, to_stored

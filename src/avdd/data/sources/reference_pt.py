@@ -21,7 +21,8 @@ from avdd.data.audio import SPECTROGRAM_SHAPE
 from avdd.data.prepare import FRAME_MEAN, FRAME_STD
 from avdd.data.sources.registry import PREPARE_SOURCES, DatasetSource, Option
 from avdd.data.store import IMAGE, SPECTROGRAM, ModalitySpec, Store, StoreWriter
-from avdd.errors import AvddError
+from avdd.errors import AvddError, first_line
+from avdd.files import load_untrusted
 
 CHUNK = 256
 
@@ -31,11 +32,11 @@ def load_reference(path: Path) -> dict[str, Any]:
         raise AvddError(f"{path}: no such file")
     try:
         try:
-            data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            data = load_untrusted(path, mmap=True)
         except RuntimeError:  # legacy (non-zip) files cannot be memory-mapped
-            data = torch.load(path, map_location="cpu", weights_only=True)
+            data = load_untrusted(path)
     except Exception as err:
-        raise AvddError(f"{path}: not a readable torch file ({type(err).__name__}: {err})") from None
+        raise AvddError(f"{path}: not a readable torch file ({type(err).__name__}: {first_line(err)})") from None
     if not isinstance(data, dict):
         raise AvddError(f"{path}: expected a dict of tensors, got {type(data).__name__}")
     return data
