@@ -12,6 +12,7 @@ from avdd.distill import dm
 from avdd.distill.dm import MatchingConfig, MatchingRun
 from avdd.distill.matching import MatchingWeights, class_means, matching_terms, weighted_total
 from avdd.errors import AvddError
+from avdd.training.factor import expand_factor
 from conftest import assert_nan_stops_the_run, assert_real_samples_of_their_class, rename_modalities
 
 AV = ("audio", "frame")
@@ -28,8 +29,12 @@ def make_run(store, **kw) -> MatchingRun:
     return MatchingRun(store.split("train"), AV, ipc=2, seed=0, config=config(**kw))
 
 
-def test_gradients_reach_only_the_right_class(tiny_store):
-    run = make_run(tiny_store)
+FACTORS = [2, {"audio": 2, "frame": 1}]  # one for all, one per modality (4 decoded pairs: frames repeated)
+
+
+@pytest.mark.parametrize("factor", FACTORS)
+def test_gradients_reach_only_the_right_class(tiny_store, factor):
+    run = make_run(tiny_store, factor=factor)
     terms = run.loss_terms()
     class_one = terms["base"][1] + 10 * terms["joint"][1] + 10 * terms["gap"][1]
     class_one.backward()
@@ -63,8 +68,9 @@ def per_class_loop_gradients(run: MatchingRun) -> dict[str, torch.Tensor]:
     return {m: x.grad.clone() for m, x in run.synthetic.items()}
 
 
-def test_batched_iteration_equals_the_per_class_loop(tiny_store):
-    run = make_run(tiny_store)
+@pytest.mark.parametrize("factor", FACTORS)
+def test_batched_iteration_equals_the_per_class_loop(tiny_store, factor):
+    run = make_run(tiny_store, factor=factor)
     reference = per_class_loop_gradients(run)
     for x in run.synthetic.values():
         x.grad = None
@@ -125,18 +131,33 @@ def test_equal_cross_modal_weights_are_dm_at_a_larger_learning_rate(tiny_store):
         torch.testing.assert_close(avdd.synthetic[m], dm.synthetic[m], rtol=1e-4, atol=1e-4)
 
 
-def test_resume_equals_uninterrupted(tiny_store, tmp_path):
-    full = make_run(tiny_store, iterations=5)
+@pytest.mark.parametrize("factor", FACTORS)
+def test_resume_equals_uninterrupted(tiny_store, tmp_path, factor):
+    full = make_run(tiny_store, iterations=5, factor=factor)
     full.run(progress=False)
     ck = tmp_path / "ck.pt"
-    first = make_run(tiny_store, iterations=2)
+    first = make_run(tiny_store, iterations=2, factor=factor)
     first.run(checkpoint=ck, progress=False)
-    second = make_run(tiny_store, iterations=5)
+    second = make_run(tiny_store, iterations=5, factor=factor)
     second.load_state(ck)
     assert second.iteration == 2
     second.run(checkpoint=ck, progress=False)
     for m in AV:
         torch.testing.assert_close(second.synthetic[m], full.synthetic[m], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("factor", FACTORS)
+def test_synthetic_inputs_are_each_classs_stored_samples_decoded_alone(tiny_store, factor):
+    run = make_run(tiny_store, factor=factor)
+    decoded = run.synthetic_inputs()
+    per = run.ipc * run.tiles
+    assert run.tiles == 4
+    for c in range(len(run.classes)):
+        rows = {m: x[c * run.ipc : (c + 1) * run.ipc].detach() for m, x in run.synthetic.items()}
+        alone, labels = expand_factor(rows, run.labels[c * run.ipc : (c + 1) * run.ipc], factor)
+        assert (labels == run.classes[c]).all()
+        for m in AV:
+            torch.testing.assert_close(decoded[m][c * per : (c + 1) * per], alone[m], rtol=0, atol=0)
 
 
 def test_resume_with_another_configuration_is_refused(tiny_store, tmp_path):

@@ -204,9 +204,91 @@ def test_factor_4_initialises_each_tile_from_a_distinct_real_sample_of_its_class
         assert len(found) == 16
 
 
+PER_MODALITY = {"audio": 4, "frame": 2}
+
+
+@pytest.mark.parametrize("method", ["dm", "avdd", "mtt", "avdd-plus"])
+def test_a_factor_per_modality_stores_each_modalitys_tiles_that_evaluation_pairs(sixteen_per_class, tmp_path, method,
+                                                                                request):
+    out = tmp_path / method
+    api.distill(sixteen_per_class.path, out, method, modalities=("audio", "frame"), ipc=1, progress=False,
+                **{**settings_for(method, request), "factor": PER_MODALITY})
+    saved = open_store(out)
+    assert saved.provenance["factor"] == PER_MODALITY and saved.provenance["settings"]["factor"] == PER_MODALITY
+    classes = sixteen_per_class.num_classes
+    data = avdd.load(out)
+    assert len(data) == 16 * classes and data.labels.tolist() == list(range(classes)) * 16
+    stored = {m: torch.tensor(saved.split("train").arrays[m], dtype=torch.float32) for m in ("audio", "frame")}
+    for t in (0, 3, 4, 15):  # decoded sample t of class c: audio tile t, frame tile t mod 4
+        item = data[t * classes + 1]
+        for m, side in PER_MODALITY.items():
+            i, j = divmod(t % side**2, side)
+            h, w = stored[m].shape[-2] // side, stored[m].shape[-1] // side
+            tile = stored[m][1:2, :, i * h : (i + 1) * h, j * w : (j + 1) * w]
+            expected = F.interpolate(tile, size=stored[m].shape[-2:], mode="bilinear", align_corners=False)
+            spec = saved.modalities[m]
+            normalised = (expected * spec.scale - torch.tensor(spec.mean).view(-1, 1, 1)) / torch.tensor(
+                spec.std).view(-1, 1, 1)
+            torch.testing.assert_close(item[m], normalised[0], rtol=1e-4, atol=1e-4)
+    code = main(["evaluate", "--train", str(out), "--test", str(sixteen_per_class.path), "--num-eval", "1",
+                 "--epochs", "1", "--json", str(tmp_path / "r.json"), "-q"])
+    assert code == 0 and json.loads((tmp_path / "r.json").read_text())["train_samples"] == 16 * classes
+
+
+def test_a_factor_per_modality_starts_from_real_pairs(sixteen_per_class, tmp_path):
+    """Decoded samples 0..3 of a class pair audio tile k with frame tile k: the same real sample's."""
+    saved = api.distill(sixteen_per_class.path, tmp_path / "zero", "dm", modalities=("audio", "frame"), ipc=1,
+                        progress=False, **{**FAST["dm"], "iterations": 0, "factor": PER_MODALITY})
+    train = sixteen_per_class.split("train")
+    for c in range(sixteen_per_class.num_classes):
+        members = np.flatnonzero(train.labels == c)
+        found = {}
+        for m, side in PER_MODALITY.items():
+            stored = torch.tensor(saved.split("train").arrays[m][c], dtype=torch.float32)
+            real = F.avg_pool2d(torch.tensor(train.arrays[m][members], dtype=torch.float32), side)
+            h, w = real.shape[-2:]
+            for k in range(side * side):
+                i, j = divmod(k, side)
+                tile = stored[:, i * h : (i + 1) * h, j * w : (j + 1) * w]
+                matches = [members[r] for r in range(len(real)) if torch.allclose(real[r], tile, atol=1e-2)]
+                assert matches, f"class {c}, {m} tile {k} is no real sample of its class"
+                found[m, k] = matches[0]
+        assert len({found["audio", k] for k in range(16)}) == 16
+        assert all(found["frame", k] == found["audio", k] for k in range(4))
+
+
 def test_a_factor_that_does_not_divide_the_sides_is_one_error_line_before_any_work(tiny_store, tmp_path, capsys):
     code = main(["distill", "--data", str(tiny_store.path), "--method", "avdd", "--ipc", "1", "--factor", "3",
                  "--out", str(tmp_path / "x"), "-q"])
     assert code == 1 and not (tmp_path / "x").exists()
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "avdd: error: audio: factor 3 needs sides divisible by 3, got 16x12")
+
+
+@pytest.mark.parametrize(("argv", "error"), [
+    (["--factor", "audio=4"], "avdd: error: --factor gives no factor for frame; give one per modality (audio, frame) "
+                              "or one for all"),
+    (["--factor", "audio=4", "--factor", "frame=2", "--factor", "video=2"],
+     "avdd: error: --factor names video, which this run does not have (its modalities: audio, frame)"),
+    (["--factor", "audio=3", "--factor", "frame=2"],
+     "avdd: error: audio: factor 3 needs sides divisible by 3, got 16x12"),
+    (["--factor", "2", "--factor", "audio=4"], "avdd distill: error: argument --factor: give VALUE once for all "
+                                               "modalities, or MODALITY=VALUE for each, not both"),
+    (["--factor", "audio=0"], "avdd distill: error: argument --factor: must be an integer ≥ 1, got '0'"),
+])
+def test_a_bad_factor_per_modality_is_one_error_line_before_any_work(tiny_store, tmp_path, capsys, argv, error):
+    try:  # errors of usage exit (2) from argparse, others return 1
+        code = main(["distill", "--data", str(tiny_store.path), "--method", "avdd", "--ipc", "1", *argv,
+                     "--out", str(tmp_path / "x"), "-q"])
+    except SystemExit as exit_:
+        code = exit_.code
+    assert code == (2 if error.startswith("avdd distill:") else 1) and not (tmp_path / "x").exists()
+    assert capsys.readouterr().err.strip().splitlines()[-1] == error
+
+
+def test_the_cli_takes_a_factor_per_modality(sixteen_per_class, tmp_path):
+    out = tmp_path / "set"
+    assert main(["distill", "--data", str(sixteen_per_class.path), "--method", "avdd", "--ipc", "1", "--iterations",
+                 "1", "--batch-real", "4", "--width", "8", "--embed-source", "random", "--factor", "audio=4",
+                 "--factor", "frame=2", "--out", str(out), "-q"]) == 0
+    assert open_store(out).provenance["factor"] == PER_MODALITY

@@ -104,6 +104,9 @@ def test_named_variants_set_several_settings_and_label_the_axis():
                                   r"audio, frame\)"),
     (["evaluate.lr_encoder={audio: 0.1, vision: 0.1}"], "evaluate.lr_encoder names vision"),
     (["grid.modalities=[audio]", "methods.dm.lr={frame: 1}"], "methods.dm.lr names frame"),
+    (["grid.factor=[{audio: 0, frame: 2}]"], r"grid.factor\[0\]={'audio': 0, 'frame': 2} \(must be an integer ≥ 1, "
+                                           r"or one per modality, e.g. \{audio: 4, frame: 2\}\)"),
+    (["grid.factor=[{video: 2}]"], r"grid.factor\[0\] names video, which no cell of this grid has"),
 ])
 def test_bad_settings_are_reported_clearly(overrides, message):
     with pytest.raises(AvddError, match=message):
@@ -122,6 +125,15 @@ def test_any_value_of_any_key_is_a_valid_experiment_or_an_avdd_error():
         for value in values:
             with contextlib.suppress(AvddError):
                 expand(resolve(doc(), [f"{key}={value}"]))
+
+
+def test_a_factor_axis_takes_one_factor_or_one_per_modality():
+    cells = expand(resolve(doc(grid={"method": ["dm"], "ipc": [1], "factor": [2, {"audio": 4, "frame": 2}]})))
+    assert [c.method_settings()["factor"] for c in cells] == [2, {"audio": 4, "frame": 2}]
+    assert [c.labels["factor"] for c in cells] == [2, "audio=4 frame=2"]  # labels are table keys: hashable
+    kept = expand(resolve(doc(grid={"method": ["dm"], "ipc": [1], "factor": [2, {"audio": 4, "frame": 2}]},
+                              exclude=[{"factor": {"audio": 4, "frame": 2}}])))
+    assert [c.method_settings()["factor"] for c in kept] == [2]
 
 
 def test_a_learning_rate_for_a_modality_some_cell_has_is_fine():

@@ -258,9 +258,9 @@ def test_a_read_only_store_gets_a_pool_for_the_run_alone(tmp_path, monkeypatch):
 
 
 # -- the loop ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("distance", ["mmd", "cf"])
-def test_gradients_reach_only_the_right_class(tiny_store, tiny_experts, distance):
-    run = make_run(tiny_store, tiny_experts, distance=distance)
+@pytest.mark.parametrize(("distance", "factor"), [("mmd", 2), ("cf", 2), ("mmd", {"audio": 2, "frame": 1})])
+def test_gradients_reach_only_the_right_class(tiny_store, tiny_experts, distance, factor):
+    run = make_run(tiny_store, tiny_experts, distance=distance, factor=factor)
     terms = run.loss_terms()
     assert set(run.active_terms()) == {"base", "joint", "gap", "ce", "dist", "pair"}
     sum(terms[t][1] for t in run.active_terms()).backward()

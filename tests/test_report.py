@@ -17,12 +17,12 @@ from avdd.distill.result import SyntheticSet, save_synthetic
 from avdd.errors import AvddError
 from avdd.experiments.config import resolve
 from avdd.experiments.runner import run_experiment
-from avdd.report.build import REPORT, build_report
+from avdd.report.build import REPORT, build_report, describe
 from avdd.report.figures import DPI, accuracy_figure, class_grid, grid_inches, loss_figure, projection_figure
 from avdd.report.projection import project
 from avdd.report.samples import training_samples, view
 from avdd.report.sonify import write_clips
-from conftest import rename_modalities
+from conftest import make_tiny_store, rename_modalities
 
 
 def png_size(path):
@@ -71,6 +71,16 @@ def test_training_samples_decode_the_factor_into_four_per_stored_sample(factoris
     assert [len(s["audio"]) for s in samples.samples] == [4, 4]
     assert samples.samples[0]["frame"].shape == (4, 1, 28, 28)
     assert [len(s["audio"]) for s in training_samples(factorised, max_per_class=3).samples] == [3, 3]
+
+
+def test_training_samples_of_a_factor_per_modality_are_its_decoded_pairs(factorised, spoken, tmp_path):
+    stored = {m: torch.tensor(factorised.split("train").arrays[m]) for m in SPECS}
+    per_modality = save_synthetic(SyntheticSet(stored, torch.tensor([0, 1]), factor={"audio": 4, "frame": 2}),
+                                  tmp_path / "set", spoken, provenance={"method": "avdd", "ipc": 1, "seed": 0})
+    samples = training_samples(per_modality)
+    assert [len(s["audio"]) for s in samples.samples] == [16, 16] == [len(s["frame"]) for s in samples.samples]
+    torch.testing.assert_close(samples.samples[1]["frame"][4:8], samples.samples[1]["frame"][:4])  # in turn
+    assert [len(s["frame"]) for s in training_samples(per_modality, max_per_class=5).samples] == [5, 5]
 
 
 def test_class_grid_has_the_expected_size(tiny_store, tmp_path):
@@ -223,3 +233,12 @@ def test_listen_needs_one_spectrogram_modality(spoken, tmp_path):
                         splits={"train": {"labels": np.arange(2), "left": audio, "right": audio}})
     with pytest.raises(AvddError, match="more than one spectrogram modality"):
         write_clips(twice, tmp_path / "wav")
+
+
+@pytest.mark.parametrize(("factor", "said"), [
+    (1, ""), (2, ", factorised (4 tiles per stored sample)"),
+    ({"audio": 4, "frame": 2}, ", factorised (16 tiles per stored sample: audio 4, frame 2 per side)")])
+def test_a_sets_description_says_its_factor(tmp_path, factor, said):
+    store = make_tiny_store(tmp_path / "set", splits=("train",),
+                            provenance={"method": "avdd", "ipc": 1, "seed": 0, "factor": factor})
+    assert describe(store) == f"avdd, IPC 1, audio+frame, seed 0{said}"

@@ -418,13 +418,13 @@ def test_reference_pt_refuses_non_finite_values(tmp_path, key, message):
     assert snapshot(tmp_path) == before and sorted(p.name for p in tmp_path.iterdir()) == ["test.pt", "train.pt"]
 
 
-@pytest.mark.parametrize("factor", [True, 3])
-def test_a_factorised_set_is_refused_as_data(tmp_path, capsys, factor):
+@pytest.mark.parametrize(("factor", "tiles"), [(True, 4), (3, 9), ({"audio": 4, "frame": 1}, 16)])
+def test_a_factorised_set_is_refused_as_data(tmp_path, capsys, factor, tiles):
     source = make_tiny_store(tmp_path / "src")
     factorised = make_tiny_store(tmp_path / "fact", splits=("train",), provenance={
         "method": "avdd", "factor": factor, "source_dataset": {"name": "tiny", "path": str(source.path)}})
     before = snapshot(tmp_path)
-    message = (f"{factorised.path}: a factorised distilled set ({(2 if factor is True else factor) ** 2} tiles per "
+    message = (f"{factorised.path}: a factorised distilled set ({tiles} tiles per "
                f"stored sample) cannot be --data; evaluate it, or use its source store {source.path}")
     with pytest.raises(AvddError, match=f"^{re.escape(message)}$"):
         distill(factorised.path, tmp_path / "set", "random", modalities=["audio"], ipc=1, progress=False)

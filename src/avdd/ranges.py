@@ -82,6 +82,19 @@ class PerModality:
 
 
 @dataclass(frozen=True)
+class OneOrPerModality:
+    """One number for every modality, or a mapping of modality names to numbers (a factor per modality)."""
+
+    value: Number
+
+    def accepts(self, value: Any) -> bool:
+        return self.value.accepts(value) or (PerModality(self.value).accepts(value) and bool(value))
+
+    def describe(self) -> str:
+        return f"{self.value.describe()}, or one per modality, e.g. {{audio: 4, frame: 2}}"
+
+
+@dataclass(frozen=True)
 class Several:
     """A list of ``count`` numbers."""
 
@@ -108,7 +121,7 @@ class Choice:
         return "one of " + ", ".join(self.names)
 
 
-Spec = Number | Kind | PerModality | Several | Choice
+Spec = Number | Kind | PerModality | OneOrPerModality | Several | Choice
 
 COUNT = Number(int, 1)  # how many of something: at least one
 INDEX = Number(int, 0)  # seeds, and counts where 0 means off, auto or all
@@ -127,7 +140,7 @@ RANGES: dict[str, Spec] = {
                      "log_every", "jobs", "pool_networks", "pool_epochs", "cf_frequencies"), COUNT),
     **dict.fromkeys(("seed", "eval_every", "batch_syn", "max_start_epoch", "real_chunk", "synthetic_group",
                      "pairing_seed", "split_seed", "networks_together", "warmup"), INDEX),
-    "factor": COUNT,  # tiles per side of a stored sample (1: no factor parametrisation)
+    "factor": OneOrPerModality(COUNT),  # tiles per side of a stored sample (1: no factor parametrisation)
     "iterations": INDEX,  # distillation steps; 0 keeps the initialised set (to measure the initialisation)
     **dict.fromkeys(("step_size", "lr_step_size", "lr_head", "lr_encoder_default", "lr_default", "expert_lr",
                      "cf_sigma"), RATE),

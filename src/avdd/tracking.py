@@ -36,6 +36,7 @@ from avdd.ranges import RANGES, Choice, check_settings
 from avdd.report.figures import class_grid_figure
 from avdd.report.samples import class_samples
 from avdd.report.sonify import audible_modality, spectrogram_to_waveform, within_full_scale
+from avdd.training.factor import Factor, decoded_per_stored
 
 LOG_EVERY = 100  # iterations between sample grids and sounds (losses: every iteration)
 SOUND_ITERATIONS = 32  # Griffin-Lim iterations per logged sound: enough to hear a class, cheap to run
@@ -167,12 +168,13 @@ class Tracker:
         self.scalars({f"{prefix}/mean": result["mean"], f"{prefix}/std": result["std"]}, 0)
         self.table(f"{prefix}/runs", ["network", "accuracy"], [[k, r] for k, r in enumerate(result["runs"])])
 
-    def samples(self, store: Store, stored: Mapping[str, torch.Tensor], labels: torch.Tensor, factor: int,
+    def samples(self, store: Store, stored: Mapping[str, torch.Tensor], labels: torch.Tensor, factor: Factor,
                 step: int) -> None:
         """A grid per modality and, for front-end audio (not a test store's), each class's first sample as sound."""
         def log(backend: Backend) -> None:
             # up to one factorised sample's tiles per class: a grid that stays readable at any IPC
-            samples = class_samples(stored, labels, store.class_names, factor, max_per_class=factor**2)
+            samples = class_samples(stored, labels, store.class_names, factor,
+                                    max_per_class=decoded_per_stored(factor, stored))
             for modality in stored:
                 fig = class_grid_figure(samples, store, modality, f"{self.name}: {modality}, iteration {step}")
                 canvas = FigureCanvasAgg(fig)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from avdd.errors import AvddError
-from avdd.ranges import RANGES, Choice, Number, PerModality, unknown_modalities
+from avdd.ranges import RANGES, Choice, Number, OneOrPerModality, PerModality, unknown_modalities
 from avdd.tracking import LOG_EVERY
 
 
@@ -65,14 +65,18 @@ def setting(name: str) -> Callable[[str], Any]:
 
 
 def modality_value(name: str) -> Callable[[str], tuple[str, Any]]:
-    """argparse ``type=`` for one ``MODALITY=VALUE`` of the per-modality setting ``name``."""
+    """argparse ``type=`` for one ``MODALITY=VALUE`` of the per-modality setting ``name`` (a setting that
+    takes one value for all modalities or one per modality: also ``VALUE``, as modality "")."""
     spec = RANGES[name]
-    assert isinstance(spec, PerModality), f"{name} is not per modality"
+    assert isinstance(spec, (PerModality, OneOrPerModality)), f"{name} is not per modality"
+    example = "4 or frame=2" if isinstance(spec, OneOrPerModality) else "frame=0.1"
 
     def parse(text: str) -> tuple[str, Any]:
         modality, sep, value = text.partition("=")
+        if not sep and isinstance(spec, OneOrPerModality):
+            return "", _number(spec.value, text)
         if not sep or not modality.strip():
-            raise argparse.ArgumentTypeError(f"takes MODALITY=VALUE, e.g. frame=0.1; got {text!r}")
+            raise argparse.ArgumentTypeError(f"takes MODALITY=VALUE, e.g. {example}; got {text!r}")
         return modality.strip(), _number(spec.value, value)
 
     parse.__name__ = name
@@ -86,7 +90,14 @@ class PerModalityValues(argparse.Action):
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                  option_string: str | None = None) -> None:
         modality, value = values
-        given = dict(getattr(namespace, self.dest) or {})
+        given = getattr(namespace, self.dest)
+        if modality == "" or not isinstance(given, (dict, type(None))):  # VALUE: one for all modalities
+            if given is not None:
+                raise argparse.ArgumentError(self, "give VALUE once for all modalities, or MODALITY=VALUE "
+                                                   "for each, not both")
+            setattr(namespace, self.dest, value)
+            return
+        given = dict(given or {})
         if modality in given:
             raise argparse.ArgumentError(self, f"{modality} given twice ({given[modality]:g} and {value:g}); "
                                                "give each modality once")
@@ -94,9 +105,11 @@ class PerModalityValues(argparse.Action):
 
 
 def add_per_modality_option(parser: argparse.ArgumentParser, flag: str, name: str, help: str) -> None:
-    """``flag MODALITY=VALUE``, repeatable, into ``args.<name>`` (None when not given)."""
+    """``flag MODALITY=VALUE``, repeatable, into ``args.<name>`` (None when not given); for a setting
+    that also takes one value for all modalities, ``flag VALUE`` instead."""
+    one = isinstance(RANGES[name], OneOrPerModality)
     parser.add_argument(flag, dest=name, type=modality_value(name), action=PerModalityValues,
-                        metavar="MODALITY=VALUE", default=None, help=help)
+                        metavar="N|MODALITY=N" if one else "MODALITY=VALUE", default=None, help=help)
 
 
 def check_modality_keys(flag: str, values: dict[str, Any] | None, modalities: Sequence[str]) -> None:

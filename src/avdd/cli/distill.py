@@ -24,7 +24,7 @@ from avdd.distill.registry import METHODS
 from avdd.distill.spec import Setting, flag_of, settings_of
 from avdd.distributed import joined
 from avdd.outputs import STORE, claim_if
-from avdd.ranges import FLAG, Number, PerModality, parse_modalities
+from avdd.ranges import FLAG, Number, OneOrPerModality, PerModality, parse_modalities
 from avdd.tracking import open_tracker, run_name
 from avdd.training.protocol import EvalConfig
 
@@ -66,7 +66,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     modalities = parse_modalities(args.modalities)
     settings = {name: getattr(args, name) for name in method_settings()}
     for name, declared in method_settings().items():
-        if isinstance(declared[0][1].range, PerModality):
+        if isinstance(declared[0][1].range, PerModality | OneOrPerModality) and isinstance(settings[name], dict):
             check_modality_keys(flag_of(name), settings[name], modalities)
     eval_config = replace(EvalConfig(), modalities=modalities, num_eval=args.eval_num, epochs=args.eval_epochs)
     device = resolve_device(args.device)
@@ -118,7 +118,7 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
     add_log_options(p, LOG_DIR)
     for name, declared in method_settings().items():  # generated from the methods' settings dataclasses
         spec, text = declared[0][1].range, setting_help(declared)
-        if isinstance(spec, PerModality):
+        if isinstance(spec, PerModality | OneOrPerModality):
             add_per_modality_option(p, flag_of(name), name, text + "; repeat per modality")
         elif spec is FLAG:
             p.add_argument(flag_of(name), dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)

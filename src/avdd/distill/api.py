@@ -25,7 +25,7 @@ from avdd.errors import AvddError
 from avdd.evaluate.recognition import evaluate_recognition
 from avdd.outputs import check_store_output
 from avdd.ranges import check_settings
-from avdd.training.factor import factor_of
+from avdd.training.factor import decoded_per_stored, factor_of, is_factorised
 from avdd.training.protocol import EvalConfig
 
 IterationHook = Callable[[Any, dict[str, Any] | None], None]  # (the run, this iteration's evaluation or None)
@@ -131,10 +131,11 @@ def refuse_factorised(store: Store) -> None:
     """Refuse a factorised distilled set as the data to distill (or train experts) on: each of its
     stored samples is a mosaic of tiles that only evaluation decodes, so it would pass as one sample."""
     factor = factor_of(store)
-    if factor > 1:
+    if is_factorised(factor):
         source = store.provenance.get("source_dataset")
         path = source.get("path") if isinstance(source, dict) else None
-        raise AvddError(f"{store.path}: a factorised distilled set ({factor * factor} tiles per stored sample) "
+        raise AvddError(f"{store.path}: a factorised distilled set "
+                        f"({decoded_per_stored(factor, store.modalities)} tiles per stored sample) "
                         "cannot be --data; evaluate it, or use its source store" + (f" {path}" if path else ""))
 
 

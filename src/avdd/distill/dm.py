@@ -35,7 +35,6 @@ from avdd.distill.synthetic import (
     SyntheticRun,
     finish,
     init_order,
-    samples_per_stored,
 )
 from avdd.distributed import balanced_shards, current, main_first
 from avdd.errors import AvddError
@@ -43,7 +42,7 @@ from avdd.models.convnet import DEFAULT_ENCODER, ENCODERS, ConvNetConfig, refere
 from avdd.models.init import init_parameters
 from avdd.ranges import PATH, check_fields
 from avdd.seeding import generator
-from avdd.training.factor import PAPER_FACTOR
+from avdd.training.factor import PAPER_FACTOR, Factor, decoded_per_stored
 from avdd.training.protocol import PROTOCOLS
 
 AUTOCAST_MODES = ("auto", "off", "bf16", "fp16")
@@ -67,7 +66,7 @@ class DMSettings:
     lambda_base: float = field(default=1.0, metadata=setting("weight of the per-modality DM term (0 switches it off)"))
     lambda_jm: float = field(default=0.0, metadata=setting("weight of joint matching"))
     lambda_mgm: float = field(default=0.0, metadata=setting("weight of modality-gap matching"))
-    factor: int = field(default=1, metadata=setting(FACTOR_HELP))
+    factor: Factor = field(default=1, metadata=setting(FACTOR_HELP))
     init: str = field(default="random", metadata=setting("initialisation: random real samples, or herding order"))
     dsa_strategy: str = field(default=REFERENCE_STRATEGY, metadata=setting("augmentation ops joined by _"))
     protocol: str = field(default="clean", metadata=setting(
@@ -113,7 +112,7 @@ class MatchingConfig:
     momentum: float = DMSettings.momentum
     batch_real: int = DMSettings.batch_real
     weights: MatchingWeights = field(default_factory=MatchingWeights)
-    factor: int = PAPER_FACTOR
+    factor: Factor = PAPER_FACTOR
     init: str = "random"  # "random" real samples, or "herding" order (from distill/coreset)
     dsa_strategy: str = DMSettings.dsa_strategy
     protocol: str = DMSettings.protocol  # avdd.training.protocol.PROTOCOLS
@@ -387,10 +386,10 @@ def distill_with(run_type: type[MatchingRun], context: RunContext, settings: DMS
     this process's classes, with its herding order and real-mean cache, to its synthetic set."""
     config = settings.config()
     train = context.store.split("train")
-    classes = process_classes(train, config, context.ipc * samples_per_stored(config))
     # a herding order's embedding network is trained (and cached) once, not by every process at once
     order = main_first(lambda: init_order(context.store, context.modalities, context.ipc, config, settings.embed,
-                                          context.device, context.progress))
+                                          context.device, context.progress))  # checks the factor first
+    classes = process_classes(train, config, context.ipc * decoded_per_stored(config.factor, context.modalities))
     cache = RealMeanCache(Path(settings.real_cache), settings.real_cache_mb << 20) if settings.real_cache else None
     run = run_type(train, context.modalities, context.ipc, context.seed, config, context.device, order, classes,
                    cache, **extra)

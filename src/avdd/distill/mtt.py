@@ -41,6 +41,7 @@ from avdd.models.flat import Layout, parameter_layout, unflatten
 from avdd.models.fusion import AVClassifier, fusion_loss
 from avdd.ranges import PATH
 from avdd.seeding import generator
+from avdd.training.factor import Factor
 from avdd.training.protocol import protocol_network
 
 
@@ -67,7 +68,7 @@ class MTTConfig:
     # learning rate of log(step size): the reference's lr_lr (1e-7 to 1e-5 on the raw rate ~0.01) is 1e-3 to
     # 1e-1 on its log; on avdigits (20 iterations, lr 1000) 0.1 gave 60 % where 1e-3 gave 55 %
     lr_step_size: float = field(default=0.1, metadata=setting("learning rate of log(step size)"))
-    factor: int = field(default=1, metadata=setting(FACTOR_HELP))
+    factor: Factor = field(default=1, metadata=setting(FACTOR_HELP))
     init: str = field(default="random", metadata=setting("initialisation: random real samples, or herding order"))
     dsa_strategy: str = field(default=REFERENCE_STRATEGY, metadata=setting("augmentation ops joined by _"))
     checkpoint_every: int = field(default=100, metadata=setting("iterations between checkpoints"))

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from avdd.data.store import Store, write_store
+from avdd.training.factor import Factor
 from avdd.version import code_version
 
 LOG_FILE = "distill_log.json"
@@ -27,13 +28,13 @@ LOG_FILE = "distill_log.json"
 class SyntheticSet:
     """Stored samples per modality (in the source's stored units), their labels, and how to use them.
 
-    ``factor``: each stored sample holds factor × factor tiles that train as factor² samples (see
-    training/factor.py; 1: none).
+    ``factor``: each stored sample holds factor × factor tiles that train as factor² samples, or
+    one such factor per modality (see training/factor.py; 1: none).
     """
 
     data: dict[str, torch.Tensor]
     labels: torch.Tensor
-    factor: int = 1
+    factor: Factor = 1
     details: dict[str, Any] = field(default_factory=dict)  # method-specific provenance
     log: dict[str, Any] = field(default_factory=dict)  # per-iteration losses, evaluations (saved beside)
 

@@ -28,7 +28,16 @@ from avdd.distill.embedding import EmbeddingConfig
 from avdd.distill.result import SyntheticSet
 from avdd.errors import AvddError, first_line
 from avdd.seeding import generator
-from avdd.training.factor import expand_tiles, pack_tiles, tile_size, tiles_per_side
+from avdd.training.factor import (
+    Factor,
+    check_named,
+    decoded_per_stored,
+    expand_modality,
+    pack_tiles,
+    side_of,
+    tile_size,
+    tiles_per_side,
+)
 from avdd.training.inputs import network_inputs, to_stored
 from avdd.training.protocol import PROTOCOLS
 from avdd.training.protocol import Protocol as Quirks
@@ -39,7 +48,8 @@ INITS = ("random", "herding")
 MAY_CHANGE_ON_RESUME = ("iterations", "checkpoint_every")
 ITERATIONS_HELP = "optimisation iterations (0: the initialised set, unoptimised)"
 FACTOR_HELP = ("factor parametrisation: each stored sample holds N×N tiles, each decoded into a full-size "
-               "sample (1: off; AVDD's 2: 4 samples per stored one)")
+               "sample (1: off; AVDD's 2: 4 samples per stored one); N, or MODALITY=N for each modality "
+               "(the modalities' tiles are paired in turn: audio=4 frame=2 decodes into 16 pairs)")
 STATE_KEYS = ("iteration", "synthetic", "optimizer", "history", "settings", "data")
 
 
@@ -60,7 +70,7 @@ class SyntheticConfig(Protocol):
     @property
     def momentum(self) -> float: ...
     @property
-    def factor(self) -> int: ...  # tiles per side of a stored sample (1: off)
+    def factor(self) -> Factor: ...  # tiles per side of a stored sample (1: off), or one per modality
     @property
     def init(self) -> str: ...
     @property
@@ -71,18 +81,15 @@ class SyntheticConfig(Protocol):
     def to_json(self) -> dict[str, Any]: ...
 
 
-def samples_per_stored(config: SyntheticConfig) -> int:
-    """How many training samples one stored synthetic sample decodes into (factor² tiles)."""
-    return config.factor * config.factor
-
-
-def check_tiles(store: Store, modalities: Sequence[str], factor: int) -> None:
-    """Refuse, before any work, a factor whose tiles do not divide a modality's sample sides."""
+def check_tiles(store: Store, modalities: Sequence[str], factor: Factor) -> None:
+    """Refuse, before any work, a factor per modality that does not name exactly the run's
+    modalities, or a factor whose tiles do not divide a modality's sample sides."""
+    check_named(factor, modalities)
     for m in modalities:
-        if factor > 1 and m in store.modalities:  # an unknown modality is refused where it is read
+        if side_of(factor, m) > 1 and m in store.modalities:  # an unknown modality is refused where it is read
             h, w = store.modalities[m].shape[-2:]
             try:
-                tile_size(h, w, factor)
+                tile_size(h, w, side_of(factor, m))
             except AvddError as e:
                 raise AvddError(f"{m}: {e}") from None
 
@@ -98,8 +105,8 @@ def init_order(
     check_tiles(store, modalities, config.factor)
     if config.init == "random":
         return None
-    return selection_orders(store, modalities, "herding", ipc * samples_per_stored(config), embedding, device=device,
-                            progress=progress)
+    return selection_orders(store, modalities, "herding", ipc * decoded_per_stored(config.factor, modalities),
+                            embedding, device=device, progress=progress)
 
 
 class SyntheticRun:
@@ -126,7 +133,7 @@ class SyntheticRun:
             have = ", ".join(train.store.modalities)
             raise AvddError(f"{train.store.path}: no modality {missing[0]!r} (has: {have})")
         check_tiles(train.store, self.modalities, config.factor)
-        self.tiles = samples_per_stored(config)
+        self.tiles = decoded_per_stored(config.factor, self.modalities)  # decoded samples per stored one
         self.quirks = quirks
         self.raw = quirks.raw_modalities(train.store, self.modalities)  # learned in stored units, not normalised
         self.dsa = quirks.augmentation(config.dsa_strategy)
@@ -155,14 +162,16 @@ class SyntheticRun:
             else:
                 perm = torch.randperm(len(pool), generator=generator(self.seed, "init", c)).numpy()
                 picks.append(pool[perm[:need]])
-        # tile-major within a class: tile k of stored sample i is real pick k * ipc + i
+        # tile-major within a class: tile k of stored sample i is real pick k * ipc + i (a modality with
+        # fewer tiles takes the first picks, so decoded sample k < its tile count is a real pair)
         index = np.concatenate(picks)
         real = self.real_inputs(index, self.modalities)
         synthetic = {}
         for m, x in real.items():
+            side = side_of(self.config.factor, m)
             if self.tiles > 1:
                 per_class = x.view(len(self.classes), self.tiles * self.ipc, *x.shape[1:])
-                x = torch.cat([pack_tiles(chunk, self.config.factor) for chunk in per_class])
+                x = torch.cat([pack_tiles(chunk[: side * side * self.ipc], side) for chunk in per_class])
             synthetic[m] = x.detach().clone().requires_grad_(True)
         return synthetic
 
@@ -179,7 +188,8 @@ class SyntheticRun:
             return {m: x[rows] for m, x in self.synthetic.items()}
         out = {}
         for m, x in self.synthetic.items():
-            tiles = expand_tiles(x[rows], self.config.factor).view(self.tiles, stop - first, self.ipc, *x.shape[1:])
+            decoded = expand_modality(x[rows], side_of(self.config.factor, m), self.tiles)
+            tiles = decoded.view(self.tiles, stop - first, self.ipc, *x.shape[1:])
             out[m] = tiles.transpose(0, 1).reshape(-1, *x.shape[1:])
         return out
 
@@ -289,7 +299,7 @@ class SyntheticRun:
                 and isinstance(state["settings"], dict)):
             raise AvddError(f"{path}: damaged checkpoint (iteration {done!r}); delete it to start over")
         saved = state["settings"]
-        if "factor" in saved:  # checkpoints from before the factor was an integer hold true/false
+        if "factor" in saved:  # checkpoints from before the factor was a number hold true/false
             saved = {**saved, "factor": tiles_per_side(saved["factor"], f"{path}: settings.factor")}
         check_resumable(path, saved, self.run_settings())
         if done > self.config.iterations:

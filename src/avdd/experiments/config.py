@@ -23,7 +23,7 @@ from avdd.distill.spec import settings_of
 from avdd.errors import AvddError
 from avdd.evaluate.retrieval import SPACES
 from avdd.experiments.steps import STEPS
-from avdd.ranges import RANGES, PerModality, Spec, parse_modalities, problem, unknown_modalities
+from avdd.ranges import RANGES, OneOrPerModality, PerModality, Spec, parse_modalities, problem, unknown_modalities
 from avdd.training.protocol import EvalConfig
 
 EVALUATIONS = ("recognition", "retrieval")
@@ -113,6 +113,14 @@ class Experiment:
                 f"{e.num_eval} network(s) × {e.epochs} epochs")
 
 
+def value_label(value: Any) -> Any:
+    """An axis value as a table labels it: itself, or a mapping (a factor per modality) as the text
+    ``audio=4 frame=2`` (a label is a table key, so it must be hashable)."""
+    if isinstance(value, Mapping):
+        return " ".join(f"{k}={v}" for k, v in value.items())
+    return value
+
+
 def parse_axis(name: str, values: Any) -> Axis:
     """A list of values (each sets ``name``) or a mapping of labels to settings (named variants)."""
     if isinstance(values, Mapping) and values:
@@ -121,7 +129,7 @@ def parse_axis(name: str, values: Any) -> Axis:
                 raise AvddError(f"grid.{name}.{label}: a named variant must map settings to values, got {settings!r}")
         return Axis(name, tuple(values), tuple(dict(s) for s in values.values()), named=True)
     if isinstance(values, list) and values:
-        return Axis(name, tuple(values), tuple({name: v} for v in values), named=False)
+        return Axis(name, tuple(map(value_label, values)), tuple({name: v} for v in values), named=False)
     raise AvddError(f"grid.{name}: an axis is a non-empty list of values or a mapping of named variants, "
                     f"got {values!r}")
 
@@ -347,7 +355,7 @@ def check_modality_keys(experiment: Experiment, given: list[tuple[str, str, Any]
     known = sorted({m for cell in expand(experiment) for m in cell.modalities})
     ranges = {**RANGES, **method_ranges()}
     for where, name, value in given:
-        per_modality = isinstance(ranges.get(name), PerModality) and isinstance(value, Mapping)
+        per_modality = isinstance(ranges.get(name), PerModality | OneOrPerModality) and isinstance(value, Mapping)
         unknown = unknown_modalities(value, known) if per_modality else []
         if unknown:
             raise AvddError(f"{experiment.source}: {where} names {', '.join(unknown)}, which no cell of this grid "

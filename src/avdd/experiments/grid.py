@@ -61,7 +61,7 @@ def _matches(entry: Mapping[str, Any], labels: Mapping[str, Any], settings: Mapp
     def same(key: str, value: Any) -> bool:
         if key == "modalities":
             return parse_modalities(value, "exclude") == parse_modalities(settings[key], "modalities")
-        return labels.get(key, settings.get(key)) == value
+        return labels.get(key, settings.get(key)) == value or (key in settings and settings[key] == value)
 
     return all((key in labels or key in settings) and same(key, value) for key, value in entry.items())
 

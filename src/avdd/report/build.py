@@ -34,7 +34,7 @@ from avdd.report.html import Sample, Section, render_page
 from avdd.report.projection import project
 from avdd.report.samples import ClassSamples, training_samples, view
 from avdd.report.sonify import write_clips
-from avdd.training.factor import factor_of
+from avdd.training.factor import decoded_per_stored, describe_factor, factor_of, is_factorised
 
 REPORT = "report.html"
 Log = Callable[[str], None]
@@ -45,9 +45,11 @@ def describe(store: Store) -> str:
     if "method" not in p:
         return f"{store.name} (not a distilled set)"
     modalities = "+".join(p.get("modalities", store.modalities))
-    tiles = factor_of(store) ** 2
-    factor = f", factorised ({tiles} tiles per stored sample)" if tiles > 1 else ""
-    return f"{p['method']}, IPC {p.get('ipc')}, {modalities}, seed {p.get('seed')}{factor}"
+    factor, tiles = factor_of(store), ""
+    if is_factorised(factor):
+        per_side = "" if isinstance(factor, int) else f": {describe_factor(factor)} per side"
+        tiles = f", factorised ({decoded_per_stored(factor, store.modalities)} tiles per stored sample{per_side})"
+    return f"{p['method']}, IPC {p.get('ipc')}, {modalities}, seed {p.get('seed')}{tiles}"
 
 
 def short_name(store: Store) -> str:

@@ -13,7 +13,7 @@ import torch
 from avdd.data.store import IMAGE, SPECTROGRAM, ModalitySpec, Store
 from avdd.ranges import check_settings
 from avdd.seeding import generator
-from avdd.training.factor import expand_factor, factor_of
+from avdd.training.factor import Factor, decoded_per_stored, expand_factor, factor_of, is_factorised
 from avdd.training.inputs import read_stored
 
 
@@ -35,7 +35,8 @@ def training_samples(store: Store, modalities: Sequence[str] | None = None, max_
     split = store.split("train")
     modalities = tuple(modalities or store.modalities)
     factor = factor_of(store)
-    stored_per_class = None if max_per_class is None else -(-max_per_class // factor**2)
+    per_stored = decoded_per_stored(factor, modalities)
+    stored_per_class = None if max_per_class is None else -(-max_per_class // per_stored)
     picks = []
     for c, pool in enumerate(split.class_indices):
         if shuffle_seed is not None:
@@ -48,12 +49,12 @@ def training_samples(store: Store, modalities: Sequence[str] | None = None, max_
 
 
 def class_samples(stored: Mapping[str, torch.Tensor], labels: torch.Tensor, class_names: Sequence[str],
-                  factor: int = 1, max_per_class: int | None = None) -> ClassSamples:
+                  factor: Factor = 1, max_per_class: int | None = None) -> ClassSamples:
     """Stored samples (store units; ``factor`` > 1: tiles, decoded here) grouped by class, up to
     ``max_per_class`` each; also used on a distillation's samples while it runs (avdd/tracking.py)."""
     data = {m: x.detach().to("cpu", torch.float32) for m, x in stored.items()}
     labels = labels.cpu()
-    if factor > 1:
+    if is_factorised(factor):
         data, labels = expand_factor(data, labels, factor)
     per_class = []
     for c in range(len(class_names)):

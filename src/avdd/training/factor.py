@@ -5,11 +5,17 @@ back to (H, W) bilinearly, so a set of N stored samples trains like ``N * factor
 the same labels. The output is tile-major, as in the reference decoder: all samples' first tile,
 then all samples' second tile, ...; labels are tiled the same way. ``factor`` 1 is no
 parametrisation: a stored sample is one sample.
+
+The factor may differ per modality (``{"audio": 4, "frame": 2}``): a stored sample then decodes into
+the least common multiple of the modalities' tile counts, each modality's tiles repeated in turn
+(decoded sample t holds tile t mod factor² of each modality), so that every decoded sample has one of
+each modality, as a pair.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -17,9 +23,22 @@ import torch.nn.functional as F
 
 from avdd.data.store import Store
 from avdd.errors import AvddError
+from avdd.ranges import RANGES
 
 # the paper's (AVDD, IDC): 2 x 2 tiles; what a set saved with ``provenance.factor: true`` holds
 PAPER_FACTOR = 2
+Factor = int | Mapping[str, int]  # tiles per side: one for every modality, or one per modality
+
+
+def side_of(factor: Factor, modality: str) -> int:
+    """Tiles per side of ``modality``'s stored samples."""
+    return factor if isinstance(factor, int) else factor[modality]
+
+
+def decoded_per_stored(factor: Factor, modalities: Iterable[str]) -> int:
+    """How many samples one stored sample of ``modalities`` decodes into: the least common multiple
+    of their tile counts (factor² each; one factor for all: factor²)."""
+    return math.lcm(1, *(side_of(factor, m) ** 2 for m in modalities))
 
 
 def tile_size(h: int, w: int, factor: int) -> tuple[int, int]:
@@ -51,24 +70,61 @@ def pack_tiles(samples: torch.Tensor, factor: int) -> torch.Tensor:
     return stored
 
 
+def expand_modality(x: torch.Tensor, factor: int, count: int) -> torch.Tensor:
+    """(N, C, H, W) -> (count * N, C, H, W): ``expand_tiles``, its factor² tiles repeated in turn up
+    to ``count`` per stored sample (a multiple of factor²), tile-major."""
+    tiles = expand_tiles(x, factor) if factor > 1 else x
+    return tiles.repeat(count // (factor * factor), *([1] * (x.dim() - 1)))
+
+
 def expand_factor(
-    inputs: Mapping[str, torch.Tensor], labels: torch.Tensor, factor: int
+    inputs: Mapping[str, torch.Tensor], labels: torch.Tensor, factor: Factor
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Decode a factorised set: every modality's samples tiled and upsampled, labels repeated."""
-    return {m: expand_tiles(x, factor) for m, x in inputs.items()}, labels.repeat(factor * factor)
+    count = decoded_per_stored(factor, inputs)
+    return {m: expand_modality(x, side_of(factor, m), count) for m, x in inputs.items()}, labels.repeat(count)
 
 
-def tiles_per_side(value: Any, where: str = "provenance.factor") -> int:
-    """A saved set's ``factor``: an integer ≥ 1, or (sets saved before it was one) true -> 2, false -> 1."""
+def is_factorised(factor: Factor) -> bool:
+    """Whether some modality's stored samples hold more than one tile."""
+    return (factor if isinstance(factor, int) else max(factor.values(), default=1)) > 1
+
+
+def describe_factor(factor: Factor) -> str:
+    """``4`` or ``audio 4, frame 2``: the factor as a report or an error message says it."""
+    return str(factor) if isinstance(factor, int) else ", ".join(f"{m} {f}" for m, f in factor.items())
+
+
+def tiles_per_side(value: Any, where: str = "provenance.factor") -> Factor:
+    """A saved set's ``factor``: an integer ≥ 1 or a mapping of modality names to them, or (sets saved
+    before it was one) true -> 2, false -> 1."""
     if value is True:
         return PAPER_FACTOR
     if value is False or value is None:
         return 1
-    if isinstance(value, int) and value >= 1:
-        return value
-    raise AvddError(f"{where} must be a positive integer (or true/false), got {value!r}")
+    if RANGES["factor"].accepts(value):
+        return value if isinstance(value, int) else {str(m): int(f) for m, f in value.items()}
+    raise AvddError(f"{where} must be a positive integer or one per modality (or true/false), got {value!r}")
 
 
-def factor_of(store: Store) -> int:
+def factor_of(store: Store) -> Factor:
     """Tiles per side of a distilled set's stored samples (1: not factorised)."""
-    return tiles_per_side(store.provenance.get("factor"), f"{store.path}: provenance.factor")
+    where = f"{store.path}: provenance.factor"
+    factor = tiles_per_side(store.provenance.get("factor"), where)
+    check_named(factor, store.modalities, where)
+    return factor
+
+
+def check_named(factor: Factor, modalities: Iterable[str], where: str = "--factor") -> None:
+    """Refuse a factor per modality that leaves out one of ``modalities`` or names another."""
+    if isinstance(factor, int):
+        return
+    modalities = list(modalities)
+    missing = [m for m in modalities if m not in factor]
+    if missing:
+        raise AvddError(f"{where} gives no factor for {', '.join(missing)}; give one per modality "
+                        f"({', '.join(modalities)}) or one for all")
+    extra = [m for m in factor if m not in modalities]
+    if extra:
+        raise AvddError(f"{where} names {', '.join(extra)}, which this run does not have "
+                        f"(its modalities: {', '.join(modalities)})")

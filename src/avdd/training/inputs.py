@@ -10,7 +10,7 @@ import torch
 
 from avdd.data.store import Split, Store
 from avdd.errors import AvddError
-from avdd.training.factor import expand_factor, factor_of
+from avdd.training.factor import expand_factor, factor_of, is_factorised
 
 
 def read_stored(split: Split, indices: np.ndarray, modality: str) -> torch.Tensor:
@@ -69,6 +69,6 @@ def load_training_set(
             raise AvddError(f"{store.path}: {bad} training sample(s) of modality {m!r} contain NaN or Inf")
     labels = torch.from_numpy(np.asarray(split.labels[index])).to(device)
     factor = factor_of(store)
-    if factor > 1:
+    if is_factorised(factor):
         inputs, labels = expand_factor(inputs, labels, factor)
     return {m: x.contiguous(memory_format=memory_format) for m, x in inputs.items()}, labels
