@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -127,3 +128,8 @@ def test_the_factors_range_takes_one_count_or_one_per_modality():
     spec = RANGES["factor"]
     assert all(spec.accepts(v) for v in (1, 4, {"audio": 4, "frame": 2}))
     assert not any(spec.accepts(v) for v in (0, True, 2.5, {}, {"audio": 0}, {"audio": "2"}, {1: 2}, [2]))
+
+
+def test_a_saved_factor_of_numpy_integers_reads_as_plain_integers():
+    assert tiles_per_side(np.int64(4)) == 4 and type(tiles_per_side(np.int64(4))) is int
+    assert tiles_per_side({"audio": np.int64(4), "frame": 2}) == {"audio": 4, "frame": 2}

@@ -9,7 +9,7 @@ status = main()
 if launched():
     # a process of a torchrun job ends without the interpreter's teardown, where gloo objects that
     # outlive destroy_process_group can abort it ("terminate called without an active exception",
-    # SIGABRT) after its work is done and written: about 1 test run in 40 here. Python's exit
+    # SIGABRT) after its work is done and written: 1 in 65 test runs here. Python's exit
     # handlers still run; only the teardown is skipped.
     sys.stdout.flush()
     sys.stderr.flush()

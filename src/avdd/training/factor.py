@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from avdd.data.store import Store
 from avdd.errors import AvddError
-from avdd.ranges import RANGES
+from avdd.ranges import RANGES, unknown_modalities
 
 # the paper's (AVDD, IDC): 2 x 2 tiles; what a set saved with ``provenance.factor: true`` holds
 PAPER_FACTOR = 2
@@ -103,7 +103,7 @@ def tiles_per_side(value: Any, where: str = "provenance.factor") -> Factor:
     if value is False or value is None:
         return 1
     if RANGES["factor"].accepts(value):
-        return value if isinstance(value, int) else {str(m): int(f) for m, f in value.items()}
+        return {str(m): int(f) for m, f in value.items()} if isinstance(value, Mapping) else int(value)
     raise AvddError(f"{where} must be a positive integer or one per modality (or true/false), got {value!r}")
 
 
@@ -124,7 +124,7 @@ def check_named(factor: Factor, modalities: Iterable[str], where: str = "--facto
     if missing:
         raise AvddError(f"{where} gives no factor for {', '.join(missing)}; give one per modality "
                         f"({', '.join(modalities)}) or one for all")
-    extra = [m for m in factor if m not in modalities]
+    extra = unknown_modalities(factor, modalities)
     if extra:
         raise AvddError(f"{where} names {', '.join(extra)}, which this run does not have "
                         f"(its modalities: {', '.join(modalities)})")
