@@ -133,3 +133,4 @@ def test_the_factors_range_takes_one_count_or_one_per_modality():
 def test_a_saved_factor_of_numpy_integers_reads_as_plain_integers():
     assert tiles_per_side(np.int64(4)) == 4 and type(tiles_per_side(np.int64(4))) is int
     assert tiles_per_side({"audio": np.int64(4), "frame": 2}) == {"audio": 4, "frame": 2}
+    assert all(type(f) is int for f in tiles_per_side({"audio": np.int64(4), "frame": 2}).values())
