@@ -212,6 +212,20 @@ def test_the_trained_cross_entropy_asks_the_drawn_network_after_its_last_or_draw
         torch.testing.assert_close(got[position], want, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("ce_samples", [0, 3, 8])
+def test_the_cross_entropys_weight_falls_with_the_decoded_samples_per_class(tiny_store, tiny_experts, ce_samples):
+    """The total against its terms by hand: AVDD's weighted terms, the distances at their weights and
+    the cross-entropy at λ_ce × ce_samples / n, n = IPC × tiles = 8 here (ce_samples 0: λ_ce)."""
+    run = make_run(tiny_store, tiny_experts, ce_samples=ce_samples)
+    run.iteration = 1
+    terms = run.loss_terms()
+    assert run.ipc * run.tiles == 8
+    ce_weight = 100.0 * (ce_samples / 8 if ce_samples else 1.0)
+    weights = {"base": 1.0, "joint": 10.0, "gap": 10.0, "dist": 10.0, "pair": 10.0, "ce": ce_weight}
+    want = sum(w * sum(float(v) for v in terms[t].detach()) for t, w in weights.items())
+    assert float(run.total(terms).detach()) == pytest.approx(want, rel=1e-5)
+
+
 def test_a_pool_that_does_not_fit_is_one_clear_error(tiny_store, tiny_experts):
     with pytest.raises(AvddError, match="encoder width 8, this distillation's encoders 16; pass --width 8"):
         make_run(tiny_store, tiny_experts, encoder={"width": 16})
@@ -433,3 +447,5 @@ def test_settings_have_avdds_defaults_and_refuse_what_cannot_work(tiny_store):
     with pytest.raises(AvddError, match="every loss weight is 0"):
         config(**nothing)
     assert config(**{**nothing, "lambda_ce": 1.0}).has_loss  # the cross-entropy alone is a loss
+    with pytest.raises(AvddError, match="ce_samples=-1"):
+        METHODS.get("avdd-plus").build({"ce_samples": -1}, "avdd-plus")

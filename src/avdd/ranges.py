@@ -139,7 +139,7 @@ RANGES: dict[str, Spec] = {
                      "num_experts", "lr_step", "subset", "subsets", "max_per_class", "workers", "real_cache_mb",
                      "log_every", "jobs", "pool_networks", "pool_epochs", "cf_frequencies"), COUNT),
     **dict.fromkeys(("seed", "eval_every", "batch_syn", "max_start_epoch", "real_chunk", "synthetic_group",
-                     "pairing_seed", "split_seed", "networks_together", "warmup"), INDEX),
+                     "pairing_seed", "split_seed", "networks_together", "warmup", "ce_samples"), INDEX),
     "factor": OneOrPerModality(COUNT),  # tiles per side of a stored sample (1: no factor parametrisation)
     "iterations": INDEX,  # distillation steps; 0 keeps the initialised set (to measure the initialisation)
     **dict.fromkeys(("step_size", "lr_step_size", "lr_head", "lr_encoder_default", "lr_default", "expert_lr",

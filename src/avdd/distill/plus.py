@@ -7,7 +7,8 @@ that every ablation is a config:
 - an encoder pool (distill/pool.py): each iteration's encoders are α · trained + (1 − α) · the same
   network's initialisation (``mix_with`` init) or DM's random draw (random); ``mix_max = 0`` gives
   AVDD's encoders;
-- cross-entropy calibration (``lambda_ce``): the drawn pool network after its last epoch, unmixed
+- cross-entropy calibration (``lambda_ce``, falling with the decoded samples per class beyond
+  ``ce_samples``): the drawn pool network after its last epoch, unmixed
   (``ce_network`` trained), after the drawn epoch (any-epoch), or the iteration's matching network
   and head (mixed) classifies the augmented synthetic samples;
 - a distance between the class's real and synthetic embeddings beyond their means, per modality
@@ -77,7 +78,14 @@ class PlusFields(DMSettings):
     # mixed into the matching ones did not help there), the cross-entropy pulling about as hard as AVDD's
     # weighted terms (benchmarks/plus_term_gradients.py), the distances off (they lowered accuracy there)
     lambda_ce: float = field(default=1000.0, metadata=setting("weight of the cross-entropy of the synthetic "
-                                                             "samples under the drawn network"))
+                                                             "samples under the drawn network, at ce_samples decoded "
+                                                             "samples per class"))
+    # the weight that helped most at 4 samples per class (IPC 1, factor 2) cost accuracy at 40 (IPC 10)
+    # and was above its best at 16 (audio factor 4); benchmarks/RESULTS.md, "The cross-entropy's weight"
+    ce_samples: int = field(default=4, metadata=setting(
+        "decoded synthetic samples per class at which lambda_ce is the cross-entropy's weight; at n per class the "
+        "weight is lambda_ce × ce_samples / n, so the calibration pulls less where more samples cover a class "
+        "(0: lambda_ce at any n)"))
     ce_network: str = field(default="trained", metadata=setting(
         "the network that classifies the synthetic samples: trained (the drawn pool network after its last epoch, "
         "unmixed: DANCE's calibration), any-epoch (the drawn pool network after the drawn epoch, unmixed) or mixed "
@@ -113,6 +121,7 @@ class PlusConfig(MatchingConfig):
     mix_max: float = PlusFields.mix_max
     mix_with: str = PlusFields.mix_with
     lambda_ce: float = PlusFields.lambda_ce
+    ce_samples: int = PlusFields.ce_samples
     ce_network: str = PlusFields.ce_network
     distance: str = PlusFields.distance
     lambda_dist: float = PlusFields.lambda_dist
@@ -224,6 +233,9 @@ class PlusRun(MatchingRun):
             modules = {f"encoders.{m}.": net for m, net in MatchingRun._encoders(self).items()}
             self.pool.check(train.store, self.modalities, width, {**modules, "head.": self._random_head()})
         self.full_lr = [group["lr"] for group in self.optimizer.param_groups]  # the warm-up's end
+        self.added_weights = self.config.plus_weights()  # as applied: the cross-entropy's scaled
+        if "ce" in self.added_weights and config.ce_samples:
+            self.added_weights["ce"] *= config.ce_samples / (ipc * self.tiles)
         # this iteration's classifier of the cross-entropy term: encoders (None: the matching ones) and head
         self.ce_encoders: dict[str, nn.Module] | None = None
         self.head: nn.Module | None = None
@@ -340,7 +352,7 @@ class PlusRun(MatchingRun):
 
     def total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         total = super().total(terms)
-        for t, weight in self.config.plus_weights().items():  # none: AVDD's total, bit for bit
+        for t, weight in self.added_weights.items():  # none: AVDD's total, bit for bit
             total = total + weight * terms[t].sum()
         return total
 
