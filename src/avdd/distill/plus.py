@@ -328,7 +328,12 @@ class PlusRun(MatchingRun):
             seen = features  # by the matching encoders, or the trained ones from the same augmented samples
             if self.ce_encoders is not None:
                 seen = {m: net(augmented[m]) for m, net in self.ce_encoders.items()}
-            terms["ce"] = class_cross_entropy(self.head(seen), labels, per_class)
+            # the head class by class: a matmul's rounding can depend on its row count, and a shard's
+            # groups hold other classes than the serial run's, so shards would not equal serial bit for bit
+            head = self.head
+            parts = [head({m: z[c: c + per_class] for m, z in seen.items()}) for c in range(0, len(labels), per_class)]
+            logits = {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
+            terms["ce"] = class_cross_entropy(logits, labels, per_class)
         if real.features is None or real.mask is None:
             return terms
         mask = real.mask[group]
