@@ -185,10 +185,13 @@ class RealSide:
     mask: torch.Tensor | None = None
 
 
-def class_cross_entropy(logits: Logits, labels: torch.Tensor, per_class: int) -> torch.Tensor:
-    """(C,) per class: ``fusion_loss`` of its own samples (rows class-major, ``per_class`` each)."""
+def class_cross_entropy(head: Callable[[dict[str, torch.Tensor]], Logits], features: dict[str, torch.Tensor],
+                        labels: torch.Tensor, per_class: int) -> torch.Tensor:
+    """(C,) per class: ``fusion_loss`` of ``head`` on its own samples (rows class-major, ``per_class``
+    each). The head runs class by class: a matmul's rounding can depend on its row count, and a
+    shard's class groups differ from the serial run's, which would then differ bit for bit."""
     rows = [slice(c, c + per_class) for c in range(0, len(labels), per_class)]
-    return torch.stack([fusion_loss({k: z[r] for k, z in logits.items()}, labels[r]) for r in rows])
+    return torch.stack([fusion_loss(head({m: f[r] for m, f in features.items()}), labels[r]) for r in rows])
 
 
 def padded(rows: Sequence[torch.Tensor], n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -328,12 +331,7 @@ class PlusRun(MatchingRun):
             seen = features  # by the matching encoders, or the trained ones from the same augmented samples
             if self.ce_encoders is not None:
                 seen = {m: net(augmented[m]) for m, net in self.ce_encoders.items()}
-            # the head class by class: a matmul's rounding can depend on its row count, and a shard's
-            # groups hold other classes than the serial run's, so shards would not equal serial bit for bit
-            head = self.head
-            parts = [head({m: z[c: c + per_class] for m, z in seen.items()}) for c in range(0, len(labels), per_class)]
-            logits = {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
-            terms["ce"] = class_cross_entropy(logits, labels, per_class)
+            terms["ce"] = class_cross_entropy(self.head, seen, labels, per_class)
         if real.features is None or real.mask is None:
             return terms
         mask = real.mask[group]
