@@ -87,7 +87,12 @@ class DMSettings:
 
     def config(self) -> MatchingConfig:
         """The run's configuration: these settings, the rest (chunking, memory layout) at their defaults."""
-        return MatchingConfig(
+        return MatchingConfig(**self.matching_fields())
+
+    def matching_fields(self) -> dict[str, Any]:
+        """MatchingConfig's fields from these settings; a subclass's config adds its own to them
+        (without building a MatchingConfig first, which would refuse a run whose only terms are its own)."""
+        return dict(
             iterations=self.iterations, lr=self.lr, lr_default=self.lr_default, momentum=self.momentum,
             batch_real=self.batch_real,
             weights=MatchingWeights(self.lambda_base, self.lambda_jm, self.lambda_mgm), factor=self.factor,

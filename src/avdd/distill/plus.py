@@ -103,7 +103,7 @@ class PlusFields(DMSettings):
                                                     "linearly to their values (0: from the first step)"))
 
     def config(self) -> PlusConfig:
-        return PlusConfig(**{**vars(super().config()), **{name: getattr(self, name) for name in PLUS_FIELDS}})
+        return PlusConfig(**self.matching_fields(), **{name: getattr(self, name) for name in PLUS_FIELDS})
 
 
 PlusSettings = with_defaults(PlusFields, "PlusSettings", "The settings of ``avdd distill --method avdd-plus``.",
