@@ -5,7 +5,8 @@ iterations of a run, with DM's random encoders (α = 0) and with the pool's trai
 What the terms' default weights are chosen from (benchmarks/RESULTS.md).
 
     PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/plus_term_gradients.py --data STORE --pool EXPERTS \\
-        [--iterations 0,1] [--batch-real 32] [--ipc 1] [--init random|herding] [--alphas 0,1] [--factor audio=4,frame=2]
+        [--iterations 0,1] [--batch-real 32] [--ipc 1] [--init random|herding] [--alphas 0,1] \\
+        [--factor 2 | --factor audio=4 --factor frame=2]
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import dataclasses
 
 import torch
 
+from avdd.cli.common import add_per_modality_option
 from avdd.data.store import open_store
 from avdd.distill.experts import ExpertSet
 from avdd.distill.plus import PLUS_TERMS, PlusRun, PlusSettings
@@ -22,13 +24,6 @@ from avdd.distill.synthetic import init_order
 
 MODALITIES = ("audio", "frame")
 MEAN_TERMS = {"base": "lambda_base", "joint": "lambda_jm", "gap": "lambda_mgm"}
-
-
-def factor(text: str) -> int | dict[str, int]:
-    """``2`` or ``audio=4,frame=2``, as ``avdd distill --factor`` takes it."""
-    if "=" not in text:
-        return int(text)
-    return {name: int(side) for name, side in (part.split("=") for part in text.split(","))}
 
 
 def main() -> None:
@@ -40,11 +35,13 @@ def main() -> None:
     parser.add_argument("--ipc", type=int, default=1)
     parser.add_argument("--alphas", default="0,1", help="weights of the trained network in the encoders")
     parser.add_argument("--init", default="random", help="the synthetic set's initialisation (random, herding, ...)")
-    parser.add_argument("--factor", type=factor, default=PlusSettings().factor, help="tiles per side, or per modality")
+    add_per_modality_option(parser, "--factor", "factor", "tiles per side, or per modality (as avdd distill takes it)")
     args = parser.parse_args()
     store, pool = open_store(args.data), ExpertSet.open(args.pool)
     weights = {**MEAN_TERMS, **PLUS_TERMS}
-    start = dataclasses.replace(PlusSettings(), init=args.init, factor=args.factor)
+    start = dataclasses.replace(PlusSettings(), init=args.init)
+    if args.factor is not None:  # not given: avdd-plus's default
+        start = dataclasses.replace(start, factor=args.factor)
     order = init_order(store, MODALITIES, args.ipc, start.config(), start.embed, torch.device("cpu"), progress=False)
     for alpha in (float(a) for a in args.alphas.split(",")):
         for iteration in (int(i) for i in args.iterations.split(",")):

@@ -450,6 +450,7 @@ def test_settings_have_avdds_defaults_and_refuse_what_cannot_work(tiny_store):
     # and from the settings, as `avdd distill --lambda-base 0 --lambda-jm 0 --lambda-mgm 0` gives them
     # (their config once went through DM's, which refused a run without a matching term)
     alone = METHODS.get("avdd-plus").build({"lambda_base": 0.0, "lambda_jm": 0.0, "lambda_mgm": 0.0}, "avdd-plus")
-    assert alone.config().weights == MatchingWeights(0, 0, 0) and alone.config().lambda_ce == 1000.0
+    built = alone.config()
+    assert built.weights == MatchingWeights(0, 0, 0) and built.lambda_ce == 1000.0
     with pytest.raises(AvddError, match="ce_samples=-1"):
         METHODS.get("avdd-plus").build({"ce_samples": -1}, "avdd-plus")
