@@ -388,7 +388,8 @@ def test_shards_equal_serial_when_a_class_has_fewer_samples_than_the_real_batch(
 def test_two_processes_distill_what_one_process_does(tmp_path):
     source = make_tiny_store(tmp_path / "source", num_classes=3)
     settings = {"iterations": 2, "batch_real": 5, "width": WIDTH, "embed_epochs": 1, "pool_networks": 1,
-                "pool_epochs": 1, "distance": "cf", "lambda_dist": 10.0, "lambda_pair": 10.0}
+                "pool_epochs": 1, "distance": "cf", "lambda_dist": 10.0, "lambda_pair": 10.0,
+                "lambda_krr": 10.0}  # the regression term: every class's embeddings gathered from both processes
     with one_thread():
         serial = api.distill(source.path, tmp_path / "serial", "avdd-plus", modalities=AV, ipc=2, seed=3,
                              progress=False, **settings)

@@ -143,9 +143,9 @@ RANGES: dict[str, Spec] = {
     "factor": OneOrPerModality(COUNT),  # tiles per side of a stored sample (1: no factor parametrisation)
     "iterations": INDEX,  # distillation steps; 0 keeps the initialised set (to measure the initialisation)
     **dict.fromkeys(("step_size", "lr_step_size", "lr_head", "lr_encoder_default", "lr_default", "expert_lr",
-                     "cf_sigma"), RATE),
+                     "cf_sigma", "krr_ridge"), RATE),
     **dict.fromkeys(("lambda_base", "lambda_jm", "lambda_mgm", "lambda_ce", "lambda_dist", "lambda_pair",
-                     "weight_decay"), WEIGHT),
+                     "lambda_krr", "weight_decay"), WEIGHT),
     **dict.fromkeys(("mix_min", "mix_max"), Number(float, 0, 1)),  # the trained network's share of a mixture
     "momentum": FRACTION,
     "lr_gamma": Number(float, 0, 1, low_open=True),  # a decay: the rate shrinks (1: stays)

@@ -297,6 +297,17 @@ class MatchingRun(SyntheticRun):
         count = len(self.classes)
         return [slice(c, min(c + size, count)) for c in range(0, count, size)]
 
+    def _synthetic_features(self, group: slice, encoders: dict[str, torch.nn.Module], draws: dict[str, Draw]
+                            ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The augmented synthetic samples of the classes at positions ``group`` and their embeddings
+        ((classes × samples, d), class-major), per modality."""
+        syn = self.synthetic_inputs(group)
+        per_class, n = self.ipc * self.tiles, group.stop - group.start
+        augmented = {m: self.dsa.apply(syn[m], Draw(draws[m].kinds[group], draws[m].uniforms[group]),
+                                       chunks=[per_class] * n) for m in self.modalities}
+        # contiguous, not channels-last: measured faster for the synthetic forward + backward
+        return augmented, {m: encoders[m](augmented[m]) for m in self.modalities}
+
     def _real_side(self, encoders: dict[str, torch.nn.Module], draws: dict[str, Draw]) -> Any:
         """What the terms need of this iteration's real batches: DM/AVDD's class means."""
         return self._real_means(encoders, draws)
@@ -329,15 +340,9 @@ class MatchingRun(SyntheticRun):
         encoders = self._encoders()
         draws = {m: self._draws(m) for m in self.modalities}
         real = self._real_side(encoders, draws)
-        per_class = self.ipc * self.tiles
         parts = []
         for group in self.class_groups():
-            syn = self.synthetic_inputs(group)
-            n = group.stop - group.start
-            augmented = {m: self.dsa.apply(syn[m], Draw(draws[m].kinds[group], draws[m].uniforms[group]),
-                                           chunks=[per_class] * n) for m in self.modalities}
-            # contiguous, not channels-last: measured faster for the synthetic forward + backward
-            features = {m: encoders[m](augmented[m]) for m in self.modalities}
+            augmented, features = self._synthetic_features(group, encoders, draws)
             terms = self._group_terms(real, group, features, augmented)
             if backward:
                 self.total(terms).backward()

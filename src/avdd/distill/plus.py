@@ -15,10 +15,13 @@ that every ablation is a config:
   (``lambda_dist``; ``distance``: MMD or characteristic functions, distill/distances.py);
 - a joint audio-visual term (``lambda_pair``): the same distance on each sample's concatenated
   audio and frame embeddings, which, unlike AVDD's joint and gap terms on means, does not cancel;
+- a term across classes (``lambda_krr``, distill/regression.py): a ridge regression fitted on the
+  synthetic embeddings of every class predicts the real embeddings' classes;
 - a linear warm-up of the synthetic data's learning rates over the first ``warmup`` iterations.
 
-Every term is a sum of per-class values, as DM's, so class groups and shards give the gradients
-of one batched pass; every draw is keyed by (seed, iteration, ...), so resume and shards draw alike.
+Every other term is a sum of per-class values, as DM's, so class groups and shards give the
+gradients of one batched pass (the regression term gets there through its gradient, computed first
+over every class); every draw is keyed by (seed, iteration, ...), so resume and shards draw alike.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from avdd.distill.experts import ExpertConfig, ExpertSet
 from avdd.distill.pool import EncoderPool, PoolDraw, automatic_pool
 from avdd.distill.real_cache import RealMeanCache
 from avdd.distill.registry import METHODS, MethodSpec, RunContext
+from avdd.distill.regression import RegressionPull, regression_pull
 from avdd.distill.result import SyntheticSet
 from avdd.distill.spec import setting, with_defaults
 from avdd.distributed import main_first
@@ -54,7 +58,7 @@ DISTANCE = Choice(("mmd", "cf"))  # the distances beyond the mean (distill/dista
 MIX_WITH = Choice(("init", "random"))  # what a pool network is mixed with (distill/pool.py)
 CE_NETWORK = Choice(("trained", "any-epoch", "mixed"))  # which network the cross-entropy term asks
 # the terms avdd-plus adds to AVDD's, by the name of their weight
-PLUS_TERMS = {"ce": "lambda_ce", "dist": "lambda_dist", "pair": "lambda_pair"}
+PLUS_TERMS = {"ce": "lambda_ce", "dist": "lambda_dist", "pair": "lambda_pair", "krr": "lambda_krr"}
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,11 @@ class PlusFields(DMSettings):
     cf_frequencies: int = field(default=64, metadata=setting("random frequencies of the cf distance"))
     cf_sigma: float = field(default=1.0, metadata=setting("standard deviation of the cf frequencies, in units of "
                                                           "the class's median real distance"))
+    lambda_krr: float = field(default=0.0, metadata=setting(
+        "weight of the kernel ridge regression term: a ridge regression fitted on every class's synthetic "
+        "embeddings predicts the real embeddings' classes"))
+    krr_ridge: float = field(default=0.1, metadata=setting("the regression's ridge, in units of the mean squared "
+                                                           "norm of the synthetic embeddings"))
     warmup: int = field(default=0, metadata=setting("iterations over which the synthetic-data learning rates rise "
                                                     "linearly to their values (0: from the first step)"))
 
@@ -128,6 +137,8 @@ class PlusConfig(MatchingConfig):
     lambda_pair: float = PlusFields.lambda_pair
     cf_frequencies: int = PlusFields.cf_frequencies
     cf_sigma: float = PlusFields.cf_sigma
+    lambda_krr: float = PlusFields.lambda_krr
+    krr_ridge: float = PlusFields.krr_ridge
     warmup: int = PlusFields.warmup
 
     def __post_init__(self) -> None:
@@ -151,9 +162,9 @@ class PlusConfig(MatchingConfig):
         return super().has_loss or bool(self.plus_weights())
 
     @property
-    def distances(self) -> bool:
-        """Whether a distance term is on: the real side needs every sample's embedding, not only means."""
-        return bool(self.lambda_dist or self.lambda_pair)
+    def real_embeddings(self) -> bool:
+        """Whether a term needs every real sample's embedding, not only the class means."""
+        return bool(self.lambda_dist or self.lambda_pair or self.lambda_krr)
 
     @property
     def trained_ce(self) -> bool:
@@ -169,7 +180,7 @@ class PlusConfig(MatchingConfig):
     def means_only(self) -> bool:
         """Whether the real side is class means under DM's encoders (what the real-mean cache holds);
         the trained network's cross-entropy sees only the synthetic samples."""
-        return self.mix_max == 0 and not self.distances
+        return self.mix_max == 0 and not self.real_embeddings
 
 
 PLUS_FIELDS = tuple(name for name in PlusConfig.__dataclass_fields__ if name not in MatchingConfig.__dataclass_fields__)
@@ -178,11 +189,13 @@ PLUS_FIELDS = tuple(name for name in PlusConfig.__dataclass_fields__ if name not
 @dataclass(frozen=True)
 class RealSide:
     """This iteration's real batches as the terms need them: class means (C, d) per modality, and
-    where a distance needs them the embeddings themselves, (C, n, d) padded, with their (C, n) mask."""
+    where a term needs them the embeddings themselves, (C, n, d) padded, with their (C, n) mask; the
+    regression term's value and gradient where it is on."""
 
     means: dict[str, torch.Tensor]
     features: dict[str, torch.Tensor] | None = None
     mask: torch.Tensor | None = None
+    regression: RegressionPull | None = None
 
 
 def class_cross_entropy(head: Callable[[dict[str, torch.Tensor]], Logits], features: dict[str, torch.Tensor],
@@ -224,8 +237,8 @@ class PlusRun(MatchingRun):
         if len(modalities) < 2 and config.lambda_pair:
             raise AvddError("the paired audio-visual term needs two modalities; set --lambda-pair 0")
         if real_cache is not None and not config.means_only:
-            warnings.warn("the real-mean cache is not used: the pool's encoders (mix_max > 0) or the distance terms "
-                          "need more than DM's class means", stacklevel=2)
+            warnings.warn("the real-mean cache is not used: the pool's encoders (mix_max > 0), the distance terms or "
+                          "the regression term need more than DM's class means", stacklevel=2)
             real_cache = None
         if config.needs_pool and pool is None:
             raise ValueError("mix_max > 0 or the trained network's cross-entropy needs a pool")
@@ -303,7 +316,7 @@ class PlusRun(MatchingRun):
         return super().descend()
 
     def _real_side(self, encoders: dict[str, nn.Module], draws: dict[str, Draw]) -> RealSide:
-        if not self.config.distances:  # class means (from the cache where the run has one)
+        if not self.config.real_embeddings:  # class means (from the cache where the run has one)
             return RealSide(super()._real_side(encoders, draws))
         rows = [self._class_real_features(p, self.modalities, encoders, draws) for p in range(len(self.classes))]
         means = {m: torch.stack([row[m].mean(0) for row in rows]) for m in self.modalities}
@@ -313,7 +326,19 @@ class PlusRun(MatchingRun):
             # serial run's shapes whichever classes it holds
             features[m], mask = padded([row[m] for row in rows], self.config.batch_real)
             masks.append(mask)
-        return RealSide(means, features, masks[0])
+        regression = self._regression(rows, encoders, draws) if self.config.lambda_krr else None
+        return RealSide(means, features, masks[0], regression)
+
+    def _regression(self, real: list[dict[str, torch.Tensor]], encoders: dict[str, nn.Module],
+                    draws: dict[str, Draw]) -> RegressionPull:
+        """The regression term's value and gradient, from a first pass (no graph) of every class's
+        synthetic samples through this iteration's encoders, class group by class group."""
+        per_class = self.ipc * self.tiles
+        with torch.no_grad():
+            groups = [self._synthetic_features(group, encoders, draws)[1] for group in self.class_groups()]
+        synthetic = [{m: torch.cat([g[m] for g in groups])[p * per_class: (p + 1) * per_class]
+                      for m in self.modalities} for p in range(len(self.classes))]
+        return regression_pull(self.classes, real, synthetic, self.config.krr_ridge)
 
     def _distance(self, real: torch.Tensor, mask: torch.Tensor, synthetic: torch.Tensor, key: str) -> torch.Tensor:
         if self.config.distance == "mmd":
@@ -332,6 +357,8 @@ class PlusRun(MatchingRun):
             if self.ce_encoders is not None:
                 seen = {m: net(augmented[m]) for m, net in self.ce_encoders.items()}
             terms["ce"] = class_cross_entropy(self.head, seen, labels, per_class)
+        if real.regression is not None:
+            terms["krr"] = real.regression.terms(group, features)
         if real.features is None or real.mask is None:
             return terms
         mask = real.mask[group]
