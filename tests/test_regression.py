@@ -80,6 +80,12 @@ def test_ridge_loss_is_small_when_the_synthetic_rows_are_the_real_ones():
     assert float(fitted) < 1e-6 < float(shuffled)
 
 
+def test_ridge_loss_is_finite_when_every_synthetic_row_is_the_real_mean():
+    real, real_labels, syn, syn_labels = problem(3)
+    loss = ridge_loss(real, real_labels, real.mean(0).expand_as(syn), syn_labels, 3, 0.1)
+    assert torch.isfinite(loss) and float(loss) == pytest.approx(3 * (1 - 1 / 3))  # predictions 0: ‖Y‖² each
+
+
 def direct_gradient(run):
     """λ · ∂L/∂(synthetic data) from one pass of every class's samples with autograd, and L."""
     encoders = run._encoders()

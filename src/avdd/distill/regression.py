@@ -36,7 +36,9 @@ def ridge_loss(real: torch.Tensor, real_labels: torch.Tensor, synthetic: torch.T
     r, s = (real - centre) / scale, (synthetic - centre) / scale
     targets = torch.eye(num_classes, dtype=r.dtype, device=r.device) - 1 / num_classes
     kernel = s @ s.T
-    regularised = kernel + ridge * kernel.diagonal().mean().detach() * torch.eye(len(s), dtype=s.dtype, device=s.device)
+    # floored: synthetic rows all at the real mean would leave no ridge and a singular system
+    scale_of_ridge = kernel.diagonal().mean().detach().clamp_min(torch.finfo(s.dtype).eps)
+    regularised = kernel + ridge * scale_of_ridge * torch.eye(len(s), dtype=s.dtype, device=s.device)
     alpha = torch.linalg.solve(regularised, targets[synthetic_labels])
     # R (Sᵀ α), not (R Sᵀ) α: a (d, C) product instead of a (real × synthetic) one
     return num_classes * (r @ (s.T @ alpha) - targets[real_labels]).pow(2).sum(1).mean()
