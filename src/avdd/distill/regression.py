@@ -12,7 +12,7 @@ norm, and targets Y = one-hot − 1/C:
 modalities. Because L couples every class, the loop first evaluates it, and its gradient G with
 respect to every synthetic embedding, on detached embeddings of all classes (every process's,
 gathered); each class group then backpropagates <G, its embeddings>, which gives the data the
-gradient of L while the group memory bound stays (:func:`pulled`).
+gradient of L while the group memory bound stays (:meth:`RegressionPull.terms`).
 """
 
 from __future__ import annotations
