@@ -41,7 +41,8 @@ WIDTH = 8  # the tiny experts' (conftest.TINY_EXPERTS)
 def config(**kw) -> PlusConfig:
     base = PlusConfig(iterations=3, batch_real=5, weights=MatchingWeights(1, 10, 10), factor=2,
                       encoder={"width": WIDTH}, checkpoint_every=2, mix_min=0.2, mix_max=1.0, lambda_ce=100.0,
-                      lambda_dist=10.0, lambda_pair=10.0)  # every term on, whatever the defaults
+                      lambda_dist=10.0, lambda_pair=10.0,  # every per-class term on, whatever the defaults
+                      lambda_krr=0.0)  # the one across classes: tests/test_regression.py
     return replace(base, **kw)
 
 
@@ -309,7 +310,7 @@ def test_without_mixing_and_added_terms_it_is_avdd_bit_for_bit(tiny_store):
                                              **settings}, method))
 
     avdd = distill("avdd")
-    plus = distill("avdd-plus", mix_max=0.0, lambda_ce=0.0, lambda_dist=0.0, lambda_pair=0.0)
+    plus = distill("avdd-plus", mix_max=0.0, lambda_ce=0.0, lambda_dist=0.0, lambda_pair=0.0, lambda_krr=0.0)
     for m in AV:
         assert torch.equal(plus.data[m], avdd.data[m]), m
     assert plus.log == avdd.log

@@ -140,7 +140,7 @@ def test_resume_equals_uninterrupted(tiny_store, tmp_path):
 
 def test_settings_refuse_what_cannot_work():
     spec = METHODS.get("avdd-plus")
-    assert spec.build({}, "avdd-plus").lambda_krr == 0.0  # off unless asked (benchmarks/RESULTS.md)
+    assert spec.build({}, "avdd-plus").lambda_krr == 1000.0  # on (benchmarks/RESULTS.md)
     with pytest.raises(AvddError, match="krr_ridge=0.0"):
         spec.build({"krr_ridge": 0.0}, "avdd-plus")
     with pytest.raises(AvddError, match="lambda_krr=-1.0"):
