@@ -191,7 +191,7 @@ PLUS_FIELDS = tuple(name for name in PlusConfig.__dataclass_fields__ if name not
 @dataclass(frozen=True)
 class RealSide:
     """This iteration's real batches as the terms need them: class means (C, d) per modality, and
-    where a term needs them the embeddings themselves, (C, n, d) padded, with their (C, n) mask; the
+    where a distance term needs them the embeddings themselves, (C, n, d) padded, with their (C, n) mask; the
     regression term's value and gradient where it is on."""
 
     means: dict[str, torch.Tensor]
@@ -322,13 +322,15 @@ class PlusRun(MatchingRun):
             return RealSide(super()._real_side(encoders, draws))
         rows = [self._class_real_features(p, self.modalities, encoders, draws) for p in range(len(self.classes))]
         means = {m: torch.stack([row[m].mean(0) for row in rows]) for m in self.modalities}
+        regression = self._regression(rows, encoders, draws) if self.config.lambda_krr else None
+        if not (self.config.lambda_dist or self.config.lambda_pair):
+            return RealSide(means, regression=regression)
         features, masks = {}, []
         for m in self.modalities:
             # to the configured batch, not this run's largest class: a shard's tensors then have the
             # serial run's shapes whichever classes it holds
             features[m], mask = padded([row[m] for row in rows], self.config.batch_real)
             masks.append(mask)
-        regression = self._regression(rows, encoders, draws) if self.config.lambda_krr else None
         return RealSide(means, features, masks[0], regression)
 
     def _regression(self, real: list[dict[str, torch.Tensor]], encoders: dict[str, nn.Module],
